@@ -1,0 +1,82 @@
+"""Named presets: `paper` (DESIGN.md §3 settings), `fast`, `preview` and `cpu-smoke` (tests)."""
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+from .spec import CameraSpec, ExportSpec, FieldSpec, JobSpec, StageSpec
+
+
+def paper() -> JobSpec:
+    """The ProlificDreamer settings: 25k/15k/30k steps, 64²→512² at step 5k."""
+    return JobSpec(preset="paper", nerf=StageSpec(lambda_sparsity=10.0, preview_every=200,
+                                                   checkpoint_every=1000))
+
+
+def fast() -> JobSpec:
+    """About a tenth of the paper's steps at 256²: a usable asset in well under an hour on a GPU."""
+    spec = paper()
+    spec.preset = "fast"
+    spec.nerf = StageSpec(steps=4000, resolution_schedule=[[0, 64], [1500, 256]], anneal_step=1500,
+                          samples_per_ray=64, lambda_sparsity=10.0, preview_every=100, checkpoint_every=500)
+    spec.geometry.steps, spec.geometry.resolution_schedule = 2000, [[0, 256]]
+    spec.texture.steps, spec.texture.resolution_schedule = 3000, [[0, 256]]
+    spec.texture.anneal_step = 1000
+    return spec
+
+
+def preview() -> JobSpec:
+    """A quick look at a prompt: stage 1 at 64² only, mesh stages short."""
+    spec = paper()
+    spec.preset = "preview"
+    spec.nerf = StageSpec(steps=1500, resolution_schedule=[[0, 64]], anneal_step=800, samples_per_ray=64,
+                          lambda_sparsity=10.0, preview_every=50, checkpoint_every=250)
+    spec.geometry.steps, spec.geometry.resolution_schedule = 300, [[0, 128]]
+    spec.texture.steps, spec.texture.resolution_schedule = 500, [[0, 128]]
+    spec.texture.anneal_step = 200
+    spec.export = ExportSpec(texture_size=512, face_target=30_000)
+    return spec
+
+
+def cpu_smoke() -> JobSpec:
+    """Tiny and CPU-friendly: the analytic prior's reference scene in a few minutes (tests, demo)."""
+    return JobSpec(
+        preset="cpu-smoke",
+        prior="analytic:marker",
+        camera=CameraSpec(distance=(2.2, 2.6), fov_deg=(40.0, 50.0), eval_distance=2.4, eval_fov_deg=45.0,
+                          eval_views=8),
+        field=FieldSpec(levels=8, features_per_level=2, log2_table_size=14, base_resolution=8, growth=1.5,
+                        hidden=32, background="random_half"),
+        nerf=StageSpec(steps=400, resolution_schedule=[[0, 64]], samples_per_ray=64, anneal_step=200,
+                       lr_grid=3e-2, lr_mlp=3e-3, lr_phi=1e-3, preview_every=50, checkpoint_every=100),
+        geometry=StageSpec(steps=60, method="sds", guidance_scale=1.0, t_max=0.5, t_max_annealed=0.5,
+                           resolution_schedule=[[0, 64]], grid_resolution=64, lambda_normal_consistency=1.0,
+                           lambda_laplacian=1.0, preview_every=20, checkpoint_every=50),
+        texture=StageSpec(steps=150, method="vsd", resolution_schedule=[[0, 64]], anneal_step=75,
+                          lr_grid=3e-2, lr_mlp=3e-3, lr_phi=1e-3, preview_every=25, checkpoint_every=50),
+        export=ExportSpec(texture_size=256, face_target=5000, unwrap_timeout_s=60.0),
+    )
+
+
+PRESETS: dict[str, Callable[[], JobSpec]] = {
+    "paper": paper, "fast": fast, "preview": preview, "cpu-smoke": cpu_smoke,
+}
+
+
+def make_spec(preset: str = "paper", overrides: dict[str, Any] | None = None) -> JobSpec:
+    """Build a preset and apply nested overrides ({"nerf": {"steps": 10}, "seed": 3})."""
+    if preset not in PRESETS:
+        from .spec import FieldProblem, SpecError
+        raise SpecError([FieldProblem("preset", preset, "one of " + ", ".join(map(repr, PRESETS)))])
+    base = PRESETS[preset]().to_dict()
+    merged = _deep_merge(base, copy.deepcopy(overrides or {}))
+    return JobSpec.from_dict(merged).validate()
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = _deep_merge(base[key], value)
+        else:
+            base[key] = value
+    return base
