@@ -104,6 +104,7 @@ class StageSpec:
 
 @dataclass
 class ExportSpec:
+    enabled: bool = True
     texture_size: int = 1024
     face_target: int = 100_000
     formats: list[str] = dc_field(default_factory=lambda: ["glb"])
