@@ -37,8 +37,10 @@ class VariationalScore(nn.Module, abc.ABC):
     prediction_type: str = "epsilon"
 
     @abc.abstractmethod
-    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-        """ε estimate for x_t (no gradient needed by callers)."""
+    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning,
+                      use_camera: bool = True) -> torch.Tensor:
+        """ε estimate for x_t (no gradient needed by callers); use_camera=False zeroes the camera
+        condition (the unconditional half when guidance_scale_phi != 1)."""
 
     @abc.abstractmethod
     def training_loss(self, x0: torch.Tensor, cond: Conditioning, gen: torch.Generator) -> torch.Tensor:
