@@ -120,6 +120,9 @@ class JobSpec:
     particles: int = 1
     prior: str = "analytic:marker"
     model: str | None = None
+    # ε_φ base for the sd priors: None = the prior's default (SD-2.1, v-prediction, for 'sd'),
+    # 'shared' = a LoRA on the pretrained UNet itself (one UNet in memory), or a model path / id
+    phi_model: str | None = None
     device: str = "auto"
     preset: str = "custom"
     input_mesh: str | None = None
@@ -174,6 +177,10 @@ class JobSpec:
         chk.int_range("seed", self.seed, 0, 2**63 - 1)
         chk.int_range("particles", self.particles, 1, 16)
         chk.prior("prior", self.prior)
+        for name in ("model", "phi_model"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, str) and value.strip()):
+                problems.append(FieldProblem(name, value, "null, or a model id or folder path"))
         chk.one_of("device", self.device.split(":")[0], ("auto", "cpu", "cuda", "mps"))
         if self.mode == "retexture" and not self.input_mesh:
             problems.append(FieldProblem("input_mesh", self.input_mesh,
