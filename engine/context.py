@@ -1,0 +1,45 @@
+"""What every stage of a job shares: spec, run folder, device, event sink, stop flag, the prior."""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .events import EventSink, Log
+from .priors.base import Prior
+from .run_dir import RunDir
+from .spec import JobSpec
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class JobContext:
+    spec: JobSpec
+    run: RunDir
+    emit: EventSink
+    should_stop: Callable[[], bool] = lambda: False
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    _prior: Prior | None = None
+
+    def prior(self) -> Prior:
+        """The diffusion prior, loaded once on first use (weights are expensive)."""
+        if self._prior is None:
+            from .priors.registry import load_prior
+            self._prior = load_prior(self.spec, self.device)
+        return self._prior
+
+    def generator(self, stage: str) -> torch.Generator:
+        """A CPU generator seeded from the job seed and the stage name: same spec + seed, same run."""
+        g = torch.Generator()
+        g.manual_seed((self.spec.seed * 1_000_003 + zlib.crc32(stage.encode())) % (2**63))
+        return g
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.emit(Log(level, message))

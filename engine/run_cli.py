@@ -1,0 +1,123 @@
+"""`vsdream run`: run a job from a preset (or resume one) with a progress bar and ETA."""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from .errors import JobCancelled, error_code
+from .events import Event, Log, Preview, Progress, StageStarted
+from .presets import PRESETS, make_spec
+from .run_dir import RunDir
+from .spec import SpecError
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """--set nerf.steps=100 --set camera.fov_deg=[40,60] → nested overrides (values parsed as JSON)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, _, raw = item.partition("=")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+class ProgressPrinter:
+    """tqdm bar per stage; log lines and preview paths printed above it."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+        self._tqdm = tqdm
+        self.bar = None
+
+    def __call__(self, ev: Event) -> None:
+        if isinstance(ev, StageStarted):
+            self.close()
+            self.bar = self._tqdm(total=ev.total, initial=ev.resumed_from, desc=ev.stage, unit="it",
+                                  dynamic_ncols=True)
+        elif isinstance(ev, Progress) and self.bar is not None:
+            self.bar.update(ev.step - self.bar.n)
+            self.bar.set_postfix({k: f"{v:.3g}" for k, v in list(ev.losses.items())[:3]})
+        elif isinstance(ev, Preview) and self.bar is not None:
+            self.bar.write(f"preview {ev.stage} step {ev.step}: {ev.path}")
+        elif isinstance(ev, Log):
+            (self.bar.write if self.bar else print)(f"[{ev.level}] {ev.message}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="vsdream run", description="Run a VSDream job into a folder.")
+    ap.add_argument("--preset", default="cpu-smoke", choices=list(PRESETS))
+    ap.add_argument("--prior", help="analytic:<scene> | sd | tiny-sd | sd21-random")
+    ap.add_argument("--prompt")
+    ap.add_argument("--negative-prompt")
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--particles", type=int)
+    ap.add_argument("--model", help="Stable Diffusion model id or local folder")
+    ap.add_argument("--device", help="auto | cpu | cuda[:N]")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override any spec field, e.g. --set nerf.steps=200")
+    ap.add_argument("--out", type=Path, help="run folder to create")
+    ap.add_argument("--resume", type=Path, help="continue the job in this run folder")
+    args = ap.parse_args(argv)
+    from .pipeline import run_job
+
+    try:
+        if args.resume:
+            run_dir = args.resume
+            spec = RunDir(run_dir).read_spec().validate()
+        else:
+            if args.out is None:
+                ap.error("--out DIR is required (or --resume DIR)")
+            overrides = parse_set(args.set)
+            for key in ("prior", "prompt", "negative_prompt", "seed", "particles", "model", "device"):
+                if getattr(args, key) is not None:
+                    overrides[key] = getattr(args, key)
+            spec = make_spec(args.preset, overrides)
+            run_dir = args.out
+            if (run_dir / "spec.json").exists():
+                print(f"vsdream: {run_dir} already holds a job; use --resume {run_dir} or another --out",
+                      file=sys.stderr)
+                return 2
+    except SpecError as exc:
+        print(f"vsdream: {exc}", file=sys.stderr)
+        return 2
+
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    printer = ProgressPrinter()
+    try:
+        result = run_job(spec, run_dir, printer, should_stop=stop.is_set)
+    except JobCancelled as exc:
+        printer.close()
+        print(f"stopped in {exc.stage} at step {exc.step}; checkpoint {exc.checkpoint}\n"
+              f"continue with: vsdream run --resume {run_dir}")
+        return 130
+    except Exception as exc:
+        printer.close()
+        code, hint = error_code(exc)
+        print(f"vsdream: {code}: {exc}\nhint: {hint}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    printer.close()
+    nerf = result.get("nerf", {})
+    if "psnr" in nerf:
+        print(f"stage 1 held-out PSNR {nerf['psnr']:.2f} dB at {nerf['resolution']}²")
+    print(f"done in {result['seconds']:.1f} s → {run_dir}/result")
+    return 0

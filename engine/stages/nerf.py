@@ -1,0 +1,190 @@
+"""Stage 1: n radiance-field particles distilled with SDS or VSD (DESIGN.md §3).
+
+Per step and particle: sample cameras, render over a backdrop (random solid colour half the time),
+encode for the prior, apply the distillation gradient through the render; then train the shared
+ε_φ on the detached renders of all particles.
+"""
+from __future__ import annotations
+
+import bisect
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..cameras import CameraSampler, Cameras
+from ..context import JobContext
+from ..distill import distillation_loss
+from ..field import Background, OccupancyGrid, RadianceField, choose_background
+from ..preview import normal_to_uint8, psnr, to_uint8
+from ..priors.base import Conditioning
+from ..render import RenderOutput, render_volume
+from ..spec import JobSpec, StageSpec
+from ..stage_loop import PreviewImages, Stage
+from ..timing import PhaseTimer
+
+
+def resolution_at(stage: StageSpec, step: int) -> int:
+    starts = [s for s, _ in stage.resolution_schedule]
+    return stage.resolution_schedule[bisect.bisect_right(starts, step) - 1][1]
+
+
+class Particle(torch.nn.Module):
+    """One radiance field with its own background network and occupancy grid."""
+
+    def __init__(self, spec: JobSpec, gen: torch.Generator):
+        super().__init__()
+        self.field = RadianceField(spec.field, gen=gen)
+        self.background = Background(gen=gen)
+        self.occupancy = OccupancyGrid(radius=spec.field.radius)
+
+    def render(self, cams: Cameras, backdrop: torch.Tensor, samples: int, radius: float,
+               gen: torch.Generator | None, normals: bool = False) -> RenderOutput:
+        return render_volume(self.field, cams, backdrop, samples, radius, gen=gen,
+                             occupancy=self.occupancy, want_normals=normals)
+
+
+def _optimizer(params: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, betas=(0.9, 0.99), eps=1e-15, weight_decay=0.0)
+
+
+class NerfStage(Stage):
+    name = "nerf"
+
+    def __init__(self, ctx: JobContext):
+        spec = ctx.spec
+        self.ctx, self.spec, self.cfg = ctx, spec, spec.nerf
+        self.total = self.cfg.steps
+        self.preview_every, self.checkpoint_every = self.cfg.preview_every, self.cfg.checkpoint_every
+        self.device = ctx.device
+        self.gen = ctx.generator(self.name)
+        self.timer = PhaseTimer()
+        self.sampler = CameraSampler(spec.camera)
+        self.prior = ctx.prior()
+        self.particles = torch.nn.ModuleList(Particle(spec, self.gen) for _ in range(spec.particles)).to(self.device)
+        groups: list[dict[str, Any]] = []
+        for p in self.particles:
+            groups += p.field.param_groups(self.cfg)
+            groups.append({"params": list(p.background.parameters()), "lr": self.cfg.lr_background})
+        self.opt = _optimizer(groups)
+        self.phi = None
+        self.opt_phi = None
+        if self.cfg.method == "vsd":
+            self.phi = self.prior.make_variational_score(self.cfg, self.gen).to(self.device)
+            self.opt_phi = torch.optim.AdamW(self.phi.trainable_parameters(), lr=self.cfg.lr_phi)
+
+    # ----------------------------------------------------------------- step
+    def step(self, step: int) -> dict[str, float]:
+        cfg, spec, tm = self.cfg, self.spec, self.timer
+        res = resolution_at(cfg, step)
+        tm.steps += 1
+        with tm.phase("occupancy"):
+            for p in self.particles:
+                p.occupancy.update(p.field, step)
+        self.opt.zero_grad(set_to_none=True)
+        total_distill, grad_norm = 0.0, 0.0
+        renders: list[tuple[torch.Tensor, Conditioning]] = []
+        for p in self.particles:
+            with tm.phase("render"):
+                cams = self.sampler.sample(cfg.batch_size, res, self.gen).to(self.device)
+                _, dirs = cams.rays()
+                backdrop = choose_background(spec.field.background, dirs, p.background, self.gen)
+                out = p.render(cams, backdrop, cfg.samples_per_ray, spec.field.radius, self.gen)
+                cond = Conditioning(cams, spec.prompt, self.sampler.view_prompts(spec.prompt, cams),
+                                    spec.negative_prompt, backdrop.detach())
+                x0 = self.prior.encode(out.rgb)
+            with tm.phase("prior"):
+                res_d = distillation_loss(self.prior, self.phi, x0, cond, cfg, step, self.gen)
+            with tm.phase("backward"):
+                loss = res_d.loss + self._regularisers(out, step)
+                loss.backward()
+            total_distill += float(res_d.loss)
+            grad_norm += res_d.grad_norm
+            renders.append((x0.detach(), cond))
+        with tm.phase("optimiser"):
+            self.opt.step()
+        losses = {"distill": total_distill / len(self.particles), "grad_norm": grad_norm / len(self.particles)}
+        if self.phi is not None and self.opt_phi is not None:
+            with tm.phase("phi_train"):
+                self.opt_phi.zero_grad(set_to_none=True)
+                phi_loss = sum(self.phi.training_loss(x0, cond, self.gen) for x0, cond in renders) / len(renders)
+                phi_loss.backward()
+                self.opt_phi.step()
+            losses["phi"] = float(phi_loss)
+        return losses
+
+    def _regularisers(self, out: RenderOutput, step: int) -> torch.Tensor:
+        cfg = self.cfg
+        reg = out.rgb.new_zeros(())
+        if cfg.lambda_sparsity > 0:
+            reg = reg + cfg.lambda_sparsity * torch.sqrt(out.opacity ** 2 + 0.01).mean()
+        if cfg.lambda_opaque > 0:
+            o = out.opacity.clamp(1e-3, 1 - 1e-3)
+            reg = reg + cfg.lambda_opaque * torch.nn.functional.binary_cross_entropy(o, o)
+        return reg
+
+    # -------------------------------------------------------------- preview
+    def render_views(self, cams: Cameras, particle: int = 0, normals: bool = False) -> RenderOutput:
+        """Deterministic renders on a white backdrop (previews, evaluation, contact sheet)."""
+        cams = cams.to(self.device)
+        white = torch.ones(cams.batch, cams.height, cams.width, 3, device=self.device)
+        outs = [self.particles[particle].render(cams.index(i), white[i:i + 1], self.cfg.samples_per_ray,
+                                                self.spec.field.radius, None, normals=normals)
+                for i in range(cams.batch)]
+        return RenderOutput(
+            rgb=torch.cat([o.rgb for o in outs]), opacity=torch.cat([o.opacity for o in outs]),
+            depth=torch.cat([o.depth for o in outs]),
+            normal=torch.cat([o.normal for o in outs]) if normals else None)
+
+    def preview(self, step: int) -> PreviewImages:
+        res = resolution_at(self.cfg, max(step - 1, 0))
+        cams = self.sampler.held_out_orbit(res, views=1)
+        rgbs, normals = [], []
+        for i in range(len(self.particles)):
+            with torch.enable_grad():  # normals come from the density gradient
+                out = self.render_views(cams, particle=i, normals=True)
+            rgbs.append(to_uint8(out.rgb[0]))
+            n = out.normal[0] * out.opacity[0] + (1 - out.opacity[0]) * 0.0 if out.normal is not None else None
+            normals.append(normal_to_uint8(n) if n is not None else np.zeros_like(rgbs[-1]))
+        return PreviewImages(np.concatenate(rgbs, axis=1), np.concatenate(normals, axis=1))
+
+    def evaluate(self, resolution: int, views: int | None = None) -> dict[str, Any]:
+        """Held-out orbit renders; PSNR against the prior's reference when it has one."""
+        cams = self.sampler.held_out_orbit(resolution, views)
+        metrics: dict[str, Any] = {"resolution": resolution, "views": cams.batch, "particles": []}
+        reference = getattr(self.prior, "reference_render", None)
+        sheets = []
+        with torch.no_grad():
+            white = torch.ones(cams.batch, resolution, resolution, 3, device=self.device)
+            ref = reference(cams.to(self.device), white) if reference is not None else None
+            for i in range(len(self.particles)):
+                out = self.render_views(cams, particle=i)
+                entry: dict[str, Any] = {"particle": i}
+                if ref is not None:
+                    per_view = [psnr(out.rgb[v], ref[v]) for v in range(cams.batch)]
+                    entry["psnr_views"] = per_view
+                    entry["psnr"] = psnr(out.rgb, ref)
+                metrics["particles"].append(entry)
+                sheets.append([to_uint8(out.rgb[v]) for v in range(cams.batch)])
+        if metrics["particles"] and "psnr" in metrics["particles"][0]:
+            metrics["psnr"] = float(np.mean([p["psnr"] for p in metrics["particles"]]))
+        metrics["images"] = sheets
+        return metrics
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "particles": self.particles.state_dict(),
+            "opt": self.opt.state_dict(),
+            "phi": self.phi.state_dict() if self.phi is not None else None,
+            "opt_phi": self.opt_phi.state_dict() if self.opt_phi is not None else None,
+            "gen": self.gen.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.particles.load_state_dict(state["particles"])
+        self.opt.load_state_dict(state["opt"])
+        if self.phi is not None and state.get("phi") is not None:
+            self.phi.load_state_dict(state["phi"])
+            self.opt_phi.load_state_dict(state["opt_phi"])
+        self.gen.set_state(state["gen"])
