@@ -1,0 +1,1 @@
+"""Benchmarks behind `vsdream bench …`: they print figures, they are not tests."""

@@ -1,0 +1,1 @@
+"""Optimisation stages that run inside engine.stage_loop.run_stage."""
