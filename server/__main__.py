@@ -1,0 +1,92 @@
+"""`python -m server` / `vsdream serve`: start the engine server; first stdout line = ready handshake."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .app import Config, Server, is_loopback
+from .auth import TokenError, create_token_file, load_token
+from .protocol import HELLO_TIMEOUT_S, TOKEN_ENV
+from .worker import DEFAULT_JOB_FN
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("VSDREAM_RUNS") or Path.home() / ".vsdream" / "runs")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="vsdream serve", description=(
+        "VSDream engine server. Prints one JSON line {\"event\": \"ready\", \"port\", ...} on stdout, then "
+        f"serves the protocol of docs/protocol.md. The token comes from ${TOKEN_ENV} or --token-file "
+        "(if neither is set, a random one is written to <runs-dir>/token)."))
+    ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    ap.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one (default)")
+    ap.add_argument("--allow-remote", action="store_true",
+                    help="required to bind a non-loopback --host (the token is still required)")
+    ap.add_argument("--runs-dir", type=Path, default=None, help="where run folders live (default ~/.vsdream/runs)")
+    ap.add_argument("--token-file", type=Path, help="file holding the shared token")
+    ap.add_argument("--token", help=argparse.SUPPRESS)
+    ap.add_argument("--parent-pid", type=int, help="checkpoint running jobs and exit when this process exits")
+    ap.add_argument("--device", default="auto",
+                    help="engine device(s), comma-separated; one worker process each (e.g. cuda:0,cuda:1)")
+    ap.add_argument("--resume-unfinished", action="store_true",
+                    help="on start, resume jobs a previous server left unfinished")
+    ap.add_argument("--cancel-grace", type=float, default=30.0,
+                    help="seconds a cancelled job may take to checkpoint before its worker is killed")
+    ap.add_argument("--hello-timeout", type=float, default=HELLO_TIMEOUT_S, help="seconds to wait for hello")
+    ap.add_argument("--frame-timeout", type=float, default=30.0, help="seconds a frame may stay incomplete")
+    ap.add_argument("--heartbeat", type=float, default=2.0, help="seconds between heartbeats")
+    ap.add_argument("--max-queue", type=int, default=32, help="queued jobs before submit answers busy")
+    ap.add_argument("--log-file", type=Path, help="log here instead of stderr")
+    ap.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    ap.add_argument("--job-fn", default=DEFAULT_JOB_FN,
+                    help="module:function the worker runs per job (benchmarks use server.bench:preview_flood)")
+    args = ap.parse_args(argv)
+    if args.token is not None:
+        ap.error(f"the token never goes on the command line (other users can read it there); set {TOKEN_ENV} "
+                 "or use --token-file")
+    if not is_loopback(args.host) and not args.allow_remote:
+        ap.error(f"--host {args.host} is not a loopback address; add --allow-remote to expose the engine "
+                 "to the network (clients still need the token)")
+    if not 0 <= args.port <= 65535:
+        ap.error(f"--port {args.port}: use 0..65535 (0 picks a free port)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    handler = logging.FileHandler(args.log_file, encoding="utf-8") if args.log_file else logging.StreamHandler()
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=[handler])
+    runs_dir = (args.runs_dir or default_runs_dir()).expanduser().resolve()
+    try:
+        token = load_token(args.token_file)
+    except TokenError as exc:
+        print(f"vsdream serve: {exc}", file=sys.stderr)
+        return 2
+    token_file = None
+    if token is None:
+        token, token_file = create_token_file(runs_dir)
+    devices = [d.strip() for d in args.device.split(",") if d.strip()] or ["auto"]
+    config = Config(runs_dir=runs_dir, token=token, host=args.host, port=args.port, devices=devices,
+                    parent_pid=args.parent_pid, resume_unfinished=args.resume_unfinished, job_fn=args.job_fn,
+                    hello_timeout_s=args.hello_timeout, frame_timeout_s=args.frame_timeout,
+                    heartbeat_s=args.heartbeat, cancel_grace_s=args.cancel_grace, max_queue=args.max_queue,
+                    token_file=token_file)
+
+    async def serve() -> int:
+        return await Server(config).run()
+
+    try:
+        return asyncio.run(serve())
+    except OSError as exc:  # e.g. the port is taken
+        print(f"vsdream serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

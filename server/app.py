@@ -1,0 +1,129 @@
+"""The engine server: an asyncio TCP listener, the job manager, heartbeats and the parent watch."""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .auth import token_matches
+from .connection import Connection
+from .liveness import pid_alive
+from .manager import JobManager
+from .protocol import PROTOCOL_VERSION, Frame, reply
+from .worker import DEFAULT_JOB_FN
+
+log = logging.getLogger("vsdream.server")
+
+
+@dataclass
+class Config:
+    runs_dir: Path
+    token: str
+    host: str = "127.0.0.1"
+    port: int = 0
+    devices: list[str] = field(default_factory=lambda: ["auto"])
+    parent_pid: int | None = None
+    resume_unfinished: bool = False
+    job_fn: str = DEFAULT_JOB_FN
+    hello_timeout_s: float = 5.0
+    frame_timeout_s: float = 30.0
+    heartbeat_s: float = 2.0
+    cancel_grace_s: float = 30.0
+    max_queue: int = 32
+    max_outbox: int = 10_000
+    token_file: Path | None = None  # reported in the handshake when the server made the token itself
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Server:
+    def __init__(self, config: Config):
+        from engine import __version__
+        self.config, self.version, self.pid = config, __version__, os.getpid()
+        self.manager = JobManager(config.runs_dir, config.devices, config.job_fn, config.max_queue,
+                                  config.cancel_grace_s)
+        self.connections: set[Connection] = set()
+        self._stop = asyncio.Event()
+        self.stop_reason = ""
+
+    def token_ok(self, offered: object) -> bool:
+        return token_matches(self.config.token, offered)
+
+    def request_stop(self, reason: str) -> None:
+        if not self._stop.is_set():
+            log.info("stopping: %s", reason)
+            self.stop_reason = reason
+            self._stop.set()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = Connection(self, reader, writer)
+        self.connections.add(conn)
+        await conn.serve()
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_s)
+            beat = reply("heartbeat", time=time.time(), **self.manager.status())
+            for conn in list(self.connections):
+                if conn.authed:
+                    conn.deliver(Frame(beat.header))
+
+    async def _watch_parent(self, pid: int) -> None:
+        while pid_alive(pid):
+            await asyncio.sleep(0.5)
+        self.request_stop(f"parent process {pid} exited")
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self.request_stop, sig.name)
+            except (NotImplementedError, RuntimeError):  # Windows: plain handlers, hopped onto the loop
+                signal.signal(sig, lambda s, _f: loop.call_soon_threadsafe(self.request_stop, signal.Signals(s).name))
+
+    async def run(self, ready_out=None) -> int:
+        """Serve until shutdown, a signal or the parent's exit; returns the exit code."""
+        cfg = self.config
+        self._install_signals()
+        listener = await asyncio.start_server(self._handle, cfg.host, cfg.port, limit=1 << 20)
+        port = listener.sockets[0].getsockname()[1]
+        self.manager.start(resume_unfinished=cfg.resume_unfinished)
+        ready = {"event": "ready", "port": port, "pid": self.pid, "protocol": PROTOCOL_VERSION,
+                 "version": self.version, "host": cfg.host, "runs_dir": str(cfg.runs_dir), "devices": cfg.devices}
+        if cfg.token_file is not None:
+            ready["token_file"] = str(cfg.token_file)
+        out = ready_out or sys.stdout
+        out.write(json.dumps(ready) + "\n")
+        out.flush()
+        log.info("listening on %s:%d (pid %d, runs in %s)", cfg.host, port, self.pid, cfg.runs_dir)
+        tasks = [asyncio.create_task(self._heartbeats())]
+        if cfg.parent_pid:
+            tasks.append(asyncio.create_task(self._watch_parent(cfg.parent_pid)))
+        await self._stop.wait()
+        listener.close()
+        await self.manager.shutdown()
+        for conn in list(self.connections):
+            conn.close_after_flush()
+        await asyncio.sleep(0.1)  # let final frames (cancelled events, the shutdown ack) go out
+        for task in tasks:
+            task.cancel()
+        log.info("stopped (%s)", self.stop_reason)
+        return 0

@@ -1,0 +1,267 @@
+"""One client connection: authenticate, read frames, dispatch requests, write through an outbox.
+
+The reader loop and the writer task are separate, so a client that stops reading only fills its
+own outbox (where progress and previews coalesce) and never slows the engine or other clients.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import protocol as P
+from .job import Job
+from .outbox import Outbox, coalesce_key
+from .preview_store import load_preview
+
+if TYPE_CHECKING:
+    from .app import Server
+
+log = logging.getLogger("vsdream.server")
+PRE_AUTH_MAX_HEADER = 64 << 10
+_CLOSE = object()
+
+
+class Replay:
+    def __init__(self, job: Job, after_seq: int, upto_seq: int, previews: bool):
+        self.job, self.after_seq, self.upto_seq, self.previews = job, after_seq, upto_seq, previews
+
+
+class Connection:
+    def __init__(self, server: "Server", reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.server, self.reader, self.writer = server, reader, writer
+        self.outbox = Outbox(server.config.max_outbox)
+        self.frames = P.FrameReader(max_header=PRE_AUTH_MAX_HEADER, max_payload=0)
+        self.authed = False
+        self.closing = False
+        self.peer = writer.get_extra_info("peername")
+
+    # -------------------------------------------------------------- outbox
+    def deliver(self, frame: P.Frame) -> None:
+        if self.closing:
+            return
+        if not self.outbox.put(frame, coalesce_key(frame.header)):
+            log.warning("client %s is not reading (%d messages waiting); disconnecting it", self.peer,
+                        len(self.outbox))
+            self.abort()
+
+    def queue_replay(self, job: Job, after_seq: int, upto_seq: int, previews: bool) -> None:
+        if not self.closing:
+            self.outbox.put(Replay(job, after_seq, upto_seq, previews))
+
+    def close_after_flush(self) -> None:
+        self.closing = True
+        self.outbox.put(_CLOSE)
+
+    def abort(self) -> None:
+        self.closing = True
+        self.server.manager.unsubscribe(self)
+        self.outbox.put(_CLOSE, ("close",))  # wakes a writer waiting for work; never refused
+        self.writer.transport.abort()
+
+    async def _write(self, frame: P.Frame) -> None:
+        head, body = P.encode_frame_parts(frame.header, frame.payload)
+        self.writer.write(head)
+        if body:
+            self.writer.write(body)
+        await self.writer.drain()
+
+    async def writer_loop(self) -> None:
+        try:
+            while True:
+                item = await self.outbox.get()
+                if item is _CLOSE:
+                    break
+                if isinstance(item, Replay):
+                    await self._replay(item)
+                else:
+                    await self._write(item)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self.closing = True
+            self.server.manager.unsubscribe(self)
+            self.writer.close()
+
+    async def _replay(self, r: Replay) -> None:
+        events = await asyncio.to_thread(lambda: list(r.job.log.read(r.after_seq, r.upto_seq)))
+        for ev in events:
+            payload = b""
+            if ev.get("type") == "preview":
+                if not r.previews:
+                    continue
+                payload = await asyncio.to_thread(load_preview, r.job.run.root, ev)
+                if payload is None:  # files deleted by hand: say so instead of sending a broken frame
+                    ev = {"type": "log", "job_id": ev["job_id"], "seq": ev["seq"], "time": ev["time"],
+                          "level": "warning", "message": f"preview {ev.get('file')} is missing from the run folder"}
+                    payload = b""
+            await self._write(P.Frame(ev, payload))
+
+    # --------------------------------------------------------------- reading
+    async def serve(self) -> None:
+        writer_task = None
+        try:
+            pending = await self._authenticate()
+            if pending is None:
+                return
+            writer_task = asyncio.create_task(self.writer_loop())
+            self.frames.max_header, self.frames.max_payload = P.MAX_HEADER_BYTES, P.MAX_PAYLOAD_BYTES
+            self.deliver(P.reply("welcome", pending[0], protocol=P.PROTOCOL_VERSION,
+                                 version=self.server.version, server_pid=self.server.pid,
+                                 devices=self.server.manager.devices, runs_dir=str(self.server.config.runs_dir)))
+            for frame in pending[1:]:
+                await self._dispatch(frame)
+            while not self.closing:
+                for frame in await self._read_frames():
+                    await self._dispatch(frame)
+                    if self.closing:
+                        break
+        except P.FrameError as exc:
+            log.info("client %s: %s", self.peer, exc.message)
+            if self.authed:
+                self.deliver(exc.to_frame())
+                self.close_after_flush()
+            else:
+                await self._refuse(exc.message)
+        except EOFError:
+            self.close_after_flush()
+        except (ConnectionError, OSError):
+            self.abort()
+        finally:
+            if writer_task is None:
+                self.writer.close()
+            else:
+                if not self.closing:
+                    self.close_after_flush()
+                await asyncio.gather(writer_task, return_exceptions=True)
+            self.server.connections.discard(self)
+
+    async def _read_frames(self) -> list[P.Frame]:
+        """At least one frame; EOFError at a clean end; FrameError on a cut-off or stuck frame."""
+        while True:
+            timeout = self.server.config.frame_timeout_s if self.frames.buffered else None
+            try:
+                data = await asyncio.wait_for(self.reader.read(1 << 20), timeout)
+            except asyncio.TimeoutError:
+                raise P.FrameError(f"incomplete frame: no data for {timeout:.0f} s "
+                                   f"({self.frames.buffered} bytes pending)") from None
+            if not data:
+                self.frames.eof()
+                raise EOFError
+            frames = self.frames.feed(data)
+            if frames:
+                return frames
+
+    async def _authenticate(self) -> list[P.Frame] | None:
+        """[hello, frames sent right after it...] once the token matches; None after a refusal."""
+        limit = self.server.config.hello_timeout_s
+        try:
+            frames = await asyncio.wait_for(self._read_frames(), limit)
+        except asyncio.TimeoutError:
+            await self._refuse(f"no hello within {limit:g} s")
+            return None
+        except EOFError:
+            return None
+        hello = frames[0]
+        if hello.type != "hello":
+            await self._refuse(f"the first message must be hello, not {hello.type!r}")
+            return None
+        if not self.server.token_ok(hello.get("token")):
+            await self._refuse("wrong or missing token")
+            return None
+        if hello.get("protocol") != P.PROTOCOL_VERSION:
+            await self._refuse(f"client speaks protocol {hello.get('protocol')!r}, server {P.PROTOCOL_VERSION}",
+                               code="protocol_mismatch")
+            return None
+        self.authed = True
+        return frames
+
+    async def _refuse(self, why: str, code: str = "unauthorized") -> None:
+        log.info("refused %s: %s", self.peer, why)
+        self.closing = True
+        try:
+            await asyncio.wait_for(self._write(P.error(code, why, fatal=True)), 2.0)
+        except (asyncio.TimeoutError, ConnectionError, OSError):
+            pass
+        self.writer.close()
+
+    # -------------------------------------------------------------- dispatch
+    async def _dispatch(self, frame: P.Frame) -> None:
+        try:
+            problems = P.validate(frame.header, "client")
+            if problems:
+                code = "unknown_type" if problems[0]["field"] == "type" else "invalid_message"
+                raise P.ProtocolError(code, f"bad {frame.type!r} message", problems=problems)
+            handler = getattr(self, "_on_" + frame.type)
+            await handler(frame)
+        except P.ProtocolError as exc:
+            self.deliver(exc.to_frame(frame.get("id")))
+        except Exception as exc:  # a server bug answers this request only
+            log.exception("handling %s failed", frame.type)
+            self.deliver(P.error("internal", f"{type(exc).__name__}: {exc}"[:500], re_id=frame.get("id")))
+
+    async def _on_hello(self, frame: P.Frame) -> None:
+        raise P.ProtocolError("invalid_message", "already authenticated; hello is only the first message")
+
+    async def _on_ping(self, frame: P.Frame) -> None:
+        self.deliver(P.reply("pong", frame, nonce=frame.get("nonce"), time=time.time()))
+
+    async def _on_list_jobs(self, frame: P.Frame) -> None:
+        jobs = [j.summary() for j in sorted(self.server.manager.jobs.values(), key=lambda j: j.created)]
+        self.deliver(P.reply("jobs", frame, jobs=jobs, workers=self.server.manager.workers()))
+
+    async def _on_submit(self, frame: P.Frame) -> None:
+        job = await self.server.manager.submit(frame.header, frame.payload)
+        self._accepted(frame, job, resumed=False)
+
+    async def _on_resume(self, frame: P.Frame) -> None:
+        job = await self.server.manager.resume(self.server.manager.get(frame["job_id"]))
+        self._accepted(frame, job, resumed=True)
+
+    def _accepted(self, frame: P.Frame, job: Job, resumed: bool) -> None:
+        position = next((i for i, j in enumerate(self.server.manager.queue) if j is job), 0)
+        self.deliver(P.reply("accepted", frame, job_id=job.id, position=position, run_dir=str(job.run.root),
+                             resumed=resumed))
+        if frame.get("attach", True):
+            self.server.manager.subscribe(self, job, 0, frame.get("previews", True))
+
+    async def _on_attach(self, frame: P.Frame) -> None:
+        job = self.server.manager.get(frame["job_id"])
+        self.deliver(P.reply("attached", frame, job_id=job.id, state=job.state, last_seq=job.last_seq))
+        self.server.manager.subscribe(self, job, frame.get("from_seq", 0), frame.get("previews", True))
+
+    async def _on_detach(self, frame: P.Frame) -> None:
+        job = self.server.manager.get(frame["job_id"])
+        self.server.manager.unsubscribe(self, job)
+        self.deliver(P.reply("detached", frame, job_id=job.id))
+
+    async def _on_cancel(self, frame: P.Frame) -> None:
+        job = self.server.manager.get(frame["job_id"])
+        state = await self.server.manager.cancel(job)
+        self.deliver(P.reply("ack", frame, what="cancel", job_id=job.id, state=state))
+
+    async def _on_get_artifact(self, frame: P.Frame) -> None:
+        job = self.server.manager.get(frame["job_id"])
+        path = self.server.manager.artifact_path(job, frame["name"])
+        offset = frame.get("offset", 0)
+        data, size = await asyncio.to_thread(_read_range, path, offset, frame.get("length"))
+        self.deliver(P.reply("artifact_data", frame, payload=data, job_id=job.id, name=frame["name"], size=size,
+                             offset=offset, sha256=hashlib.sha256(data).hexdigest()))
+
+    async def _on_shutdown(self, frame: P.Frame) -> None:
+        self.deliver(P.reply("ack", frame, what="shutdown"))
+        self.server.request_stop("shutdown message")
+
+
+def _read_range(path: Any, offset: int, length: int | None) -> tuple[bytes, int]:
+    size = path.stat().st_size
+    if length is None:
+        length = size - offset
+    if length > P.MAX_PAYLOAD_BYTES:
+        raise P.ProtocolError("too_large", f"{path.name} has {size} bytes; ask for at most "
+                                           f"{P.MAX_PAYLOAD_BYTES} at a time with offset and length")
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        return fh.read(length), size

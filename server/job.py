@@ -1,0 +1,101 @@
+"""A job as the server tracks it: state rebuilt from events, so a restarted server knows its past."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.run_dir import RunDir
+
+from .events_log import EventLog
+from .paths import resolve_inside
+
+RESUMABLE = ("interrupted", "cancelled", "failed")
+
+
+@dataclass
+class Job:
+    id: str
+    run: RunDir
+    spec: dict[str, Any]
+    created: float = field(default_factory=time.time)
+    state: str = "queued"
+    last_seq: int = 0
+    stage: str = ""
+    step: int = 0
+    total: int = 0
+    artifacts: dict[str, str] = field(default_factory=dict)  # name -> path relative to the run folder
+    error: dict[str, Any] | None = None
+    cancel_reason: str | None = None  # "user" | "shutdown" once a cancel was asked for / happened
+    subscribers: dict[Any, bool] = field(default_factory=dict)  # client -> wants previews
+    worker: Any = None
+    log: EventLog = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = EventLog(self.run.events_path)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in ("done", "failed", "cancelled")
+
+    @property
+    def unfinished(self) -> bool:
+        """Stopped by the server going away rather than by the user or an error: auto-resume these."""
+        return self.state == "interrupted" or (self.state == "cancelled" and self.cancel_reason == "shutdown")
+
+    def apply(self, ev: dict[str, Any]) -> None:
+        """Fold one event into the job's state (live, and when re-reading events.jsonl)."""
+        kind = ev.get("type")
+        self.last_seq = max(self.last_seq, int(ev.get("seq", 0)))
+        if kind == "queued":
+            self.state, self.error, self.cancel_reason = "queued", None, None
+        elif kind == "started":
+            self.state = "running"
+        elif kind == "stage":
+            self.stage, self.total, self.step = ev.get("stage", ""), ev.get("total", 0), ev.get("resumed_from", 0)
+        elif kind == "progress":
+            self.stage, self.step, self.total = ev.get("stage", ""), ev.get("step", 0), ev.get("total", 0)
+        elif kind == "artifact":
+            path = resolve_inside(self.run.root, ev.get("path"))
+            if path is not None:
+                self.artifacts[str(ev.get("name"))] = path.relative_to(self.run.root.resolve()).as_posix()
+        elif kind in ("done", "failed", "cancelled"):
+            self.state = kind
+            if kind == "failed":
+                self.error = {k: ev.get(k, "") for k in ("code", "message", "hint")}
+            if kind == "cancelled":
+                self.cancel_reason = ev.get("reason", "user")
+
+    def checkpoint(self) -> str | None:
+        """Newest checkpoint file name in ckpt/, if any."""
+        files = sorted(self.run.ckpt.glob("*.pt"), key=lambda p: p.stat().st_mtime) if self.run.ckpt.is_dir() else []
+        return files[-1].name if files else None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "job_id": self.id, "state": self.state, "created": self.created, "last_seq": self.last_seq,
+            "prompt": self.spec.get("prompt", ""), "preset": self.spec.get("preset", ""),
+            "prior": self.spec.get("prior", ""), "mode": self.spec.get("mode", "text"),
+            "stage": self.stage, "step": self.step, "total": self.total, "run_dir": str(self.run.root),
+            "artifacts": sorted(self.artifacts), "error": self.error, "checkpoint": self.checkpoint(),
+            "resumable": self.state in RESUMABLE,
+        }
+
+    @classmethod
+    def load(cls, root: Path) -> "Job | None":
+        """Rebuild a job from its run folder; None when it is not a job folder."""
+        run = RunDir(root)
+        try:
+            spec = json.loads(run.spec_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(spec, dict):
+            return None
+        job = cls(root.name, run, spec, created=run.spec_path.stat().st_mtime)
+        for ev in job.log.read():
+            job.apply(ev)
+        if job.state in ("queued", "running"):
+            job.state = "interrupted"  # the server went away before the job ended
+        return job

@@ -1,0 +1,342 @@
+"""The job manager: FIFO queue, one worker per device, run folders, events, cancel, resume, crashes.
+
+Every event a job produces goes through `_record`: it gets the job's next sequence number, lands
+in events.jsonl (previews as PNG files next to it), updates the job's state, and is handed to each
+attached client's outbox. Nothing here ever waits for a client.
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import math
+import re
+import secrets
+import signal
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Protocol
+
+from engine.run_dir import RunDir
+
+from .job import RESUMABLE, Job
+from .paths import resolve_inside
+from .preview_store import store_preview
+from .protocol import ERROR_HINTS, TERMINAL_EVENTS, Frame, ProtocolError, problem
+from .worker_handle import WorkerHandle
+
+log = logging.getLogger("vsdream.server")
+LOG_TAIL_LINES = 40
+
+
+class Subscriber(Protocol):
+    def deliver(self, frame: Frame) -> None: ...
+    def queue_replay(self, job: Job, after_seq: int, upto_seq: int, previews: bool) -> None: ...
+
+
+class JobManager:
+    def __init__(self, runs_dir: Path, devices: list[str], job_fn: str, max_queue: int = 32,
+                 cancel_grace_s: float = 30.0):
+        self.runs_dir = Path(runs_dir)
+        self.devices, self.job_fn = devices, job_fn
+        self.max_queue, self.cancel_grace_s = max_queue, cancel_grace_s
+        self.jobs: dict[str, Job] = {}
+        self.queue: deque[Job] = deque()
+        self.slots: list[WorkerHandle | None] = [None] * len(devices)
+        self.closing = False
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._inbox: asyncio.Queue[tuple[WorkerHandle, tuple]] = asyncio.Queue()
+        self._crash_backoff = [0.0] * len(devices)
+        self._tasks: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------------ start
+    def start(self, resume_unfinished: bool = False) -> None:
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self._spawn_task(self._pump())
+        for root in sorted(p for p in self.runs_dir.iterdir() if p.is_dir()):
+            job = Job.load(root)
+            if job is not None:
+                self.jobs[job.id] = job
+        for slot in range(len(self.devices)):
+            self._spawn_worker(slot)
+        if resume_unfinished:
+            for job in sorted(self.jobs.values(), key=lambda j: j.created):
+                if job.unfinished:
+                    log.info("resuming unfinished job %s", job.id)
+                    self._spawn_task(self.resume(job))
+
+    def _spawn_task(self, coro: Any) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _spawn_worker(self, slot: int) -> None:
+        loop = asyncio.get_running_loop()
+        feed = lambda w, msg: self._inbox.put_nowait((w, msg))  # noqa: E731 - called on the loop thread
+        self.slots[slot] = WorkerHandle(slot, self.devices[slot], self.job_fn, loop, feed,
+                                        lambda w, code: feed(w, ("exit", code)))
+
+    # ------------------------------------------------------------- requests
+    def get(self, job_id: str) -> Job:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise ProtocolError("unknown_job", f"no job {job_id!r} on this server")
+        return job
+
+    async def submit(self, header: dict[str, Any], mesh: bytes = b"") -> Job:
+        self._check_capacity()
+        job_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+        root = self.runs_dir / job_id
+        mesh_path = root / "input" / _safe_name(header.get("mesh_name", "mesh.glb")) if mesh else None
+        spec = _build_spec(header, mesh_path)
+        run = RunDir(root).create()
+        if mesh_path is not None:
+            mesh_path.parent.mkdir(parents=True, exist_ok=True)
+            mesh_path.write_bytes(mesh)
+        run.write_spec(spec)
+        job = Job(job_id, run, spec.to_dict())
+        self.jobs[job_id] = job
+        await self._enqueue(job, resumed=False)
+        return job
+
+    async def resume(self, job: Job) -> Job:
+        if job.state not in RESUMABLE:
+            raise ProtocolError("not_resumable", f"job {job.id} is {job.state}")
+        self._check_capacity()
+        await self._enqueue(job, resumed=True)
+        return job
+
+    def _check_capacity(self) -> None:
+        if self.closing:
+            raise ProtocolError("shutting_down", "the server is shutting down")
+        if len(self.queue) >= self.max_queue:
+            raise ProtocolError("busy", f"{len(self.queue)} jobs are already waiting (limit {self.max_queue})")
+
+    async def _enqueue(self, job: Job, resumed: bool) -> None:
+        self.queue.append(job)
+        job.worker = None
+        await self._record(job, "queued", {"position": len(self.queue) - 1, "resumed": resumed})
+        self._schedule()
+
+    async def cancel(self, job: Job, reason: str = "user") -> str:
+        """Queued: dropped now. Running: stop at the next step (checkpoint kept), hard kill after the grace."""
+        if job.state == "queued" and job in self.queue:
+            self.queue.remove(job)
+            await self._record(job, "cancelled", {"reason": reason, "stage": job.stage, "step": job.step,
+                                                  "checkpoint": job.checkpoint()})
+        elif job.state == "running" and job.cancel_reason is None and job.worker is not None:
+            job.cancel_reason = reason
+            job.worker.request_stop()
+            asyncio.get_running_loop().call_later(self.cancel_grace_s, self._hard_kill, job, job.worker)
+        return job.state
+
+    def _hard_kill(self, job: Job, worker: WorkerHandle) -> None:
+        if worker.job_id == job.id and not worker.exited:
+            log.warning("job %s did not stop within %.0f s; killing its worker", job.id, self.cancel_grace_s)
+            worker.kill()
+
+    def subscribe(self, client: Subscriber, job: Job, after_seq: int, previews: bool) -> None:
+        """Replay events after `after_seq` from disk, then stream live ones: no gap, no duplicate."""
+        job.subscribers[client] = previews
+        if after_seq < job.last_seq:
+            client.queue_replay(job, after_seq, job.last_seq, previews)
+
+    def unsubscribe(self, client: Subscriber, job: Job | None = None) -> None:
+        for j in [job] if job is not None else self.jobs.values():
+            j.subscribers.pop(client, None)
+
+    def artifact_path(self, job: Job, name: str) -> Path:
+        path = resolve_inside(job.run.root, job.artifacts.get(name, name))
+        if path is None or not path.is_file():
+            raise ProtocolError("not_found", f"job {job.id} has no file {name!r}")
+        return path
+
+    def status(self) -> dict[str, Any]:
+        return {"running": [j.id for j in self.jobs.values() if j.state == "running"], "queued": len(self.queue)}
+
+    def workers(self) -> list[dict[str, Any]]:
+        return [{"slot": i, "device": self.devices[i], "pid": w.pid if w else None, "ready": bool(w and w.ready),
+                 "job_id": w.job_id if w else None, "engine_ok": bool(w and not w.import_error)}
+                for i, w in enumerate(self.slots)]
+
+    # ------------------------------------------------------------- workers
+    def _schedule(self) -> None:
+        if self.closing:
+            return
+        for worker in self.slots:
+            if worker is not None and worker.idle and self.queue:
+                job = self.queue.popleft()
+                worker.job_id = job.id  # reserve it before anything can yield
+                job.worker = worker
+                self._spawn_task(self._start(worker, job))
+
+    async def _start(self, worker: WorkerHandle, job: Job) -> None:
+        await self._record(job, "started", {"device": worker.device, "worker_pid": worker.pid or 0})
+        worker.run(job.id, job.spec, str(job.run.root))  # a broken pipe shows up as the worker's exit
+
+    async def _pump(self) -> None:
+        """Worker messages, in arrival order (events of one job stay ordered)."""
+        while True:
+            worker, msg = await self._inbox.get()
+            try:
+                await self._on_worker(worker, msg)
+            except Exception:  # a bad event must not stop the pump
+                log.exception("handling worker message %r failed", msg[0])
+
+    async def _on_worker(self, worker: WorkerHandle, msg: tuple) -> None:
+        kind = msg[0]
+        job = self.jobs.get(worker.job_id or "")
+        if kind == "ready":
+            worker.ready, worker.import_error = True, msg[1].get("error")
+            self._crash_backoff[worker.slot] = 0.0
+            if worker.import_error:
+                log.error("worker %s cannot import the engine:\n%s", worker.pid, worker.import_error)
+            self._schedule()
+        elif kind == "event" and job is not None and not job.terminal:
+            header, payload = dict(msg[1]), msg[2]
+            ev = header.pop("event")
+            if ev == "cancelled":
+                header["reason"] = job.cancel_reason or "user"
+            await self._record(job, ev, header, payload)
+        elif kind == "end":
+            worker.job_id = None
+            if job is not None:
+                job.worker = None
+            self._schedule()
+        elif kind == "exit":
+            await self._on_exit(worker, job, msg[1])
+
+    async def _on_exit(self, worker: WorkerHandle, job: Job | None, code: int | None) -> None:
+        worker.exited = True
+        if job is not None and not job.terminal:
+            fields = {"stage": job.stage, "step": job.step, "checkpoint": job.checkpoint()}
+            if job.cancel_reason is not None:
+                await self._record(job, "cancelled", {**fields, "reason": job.cancel_reason})
+            else:
+                log.error("worker %s died (%s) running job %s", worker.pid, describe_exit(code), job.id)
+                await self._record(job, "failed", {
+                    **fields, "code": "worker_crashed", "exit_status": code,
+                    "message": f"the engine worker (pid {worker.pid}) died ({describe_exit(code)}) "
+                               f"in {job.stage or 'start-up'} at step {job.step}",
+                    "hint": _crash_hint(code), "log_tail": log_tail(job.run.root / "worker.log")})
+            job.worker = None
+        if self.slots[worker.slot] is worker and not self.closing:
+            delay = self._crash_backoff[worker.slot] if not worker.ready else 0.0
+            self._crash_backoff[worker.slot] = min(max(delay * 2, 1.0), 30.0) if not worker.ready else 0.0
+            self.slots[worker.slot] = None
+            asyncio.get_running_loop().call_later(delay, self._respawn, worker.slot)
+
+    def _respawn(self, slot: int) -> None:
+        if not self.closing and self.slots[slot] is None:
+            self._spawn_worker(slot)
+
+    # -------------------------------------------------------------- events
+    async def _record(self, job: Job, kind: str, fields: dict[str, Any], payload: bytes = b"") -> None:
+        lock = self._locks.setdefault(job.id, asyncio.Lock())
+        async with lock:
+            header = {"type": kind, "job_id": job.id, "seq": job.last_seq + 1, "time": time.time()}
+            header.update((k, v) for k, v in _finite(fields).items() if k not in header)
+            if kind == "preview" and payload:
+                header.update(await asyncio.to_thread(store_preview, job.run.root, header, payload))
+            job.log.append(header, sync=kind in TERMINAL_EVENTS)
+            job.apply(header)
+            if kind in TERMINAL_EVENTS:
+                job.log.close()
+            for client, previews in list(job.subscribers.items()):
+                if kind != "preview" or previews:
+                    client.deliver(Frame(header, payload))
+
+    # ------------------------------------------------------------ shutdown
+    async def shutdown(self) -> None:
+        """Cancel running jobs (they checkpoint), wait for them, stop the workers."""
+        self.closing = True
+        running = [j for j in self.jobs.values() if j.state == "running"]
+        for job in running:
+            await self.cancel(job, reason="shutdown")
+        deadline = time.monotonic() + self.cancel_grace_s + 15.0
+        while any(not j.terminal for j in running) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        workers = [w for w in self.slots if w is not None]
+        for w in workers:
+            w.quit()
+        await asyncio.to_thread(_join_all, workers)
+        for job in self.jobs.values():
+            job.log.close()
+
+
+def _join_all(workers: list[WorkerHandle], timeout: float = 10.0) -> None:
+    for w in workers:
+        w.process.join(timeout)
+        if w.process.is_alive():
+            w.process.kill()
+            w.process.join(timeout)
+
+
+def _build_spec(header: dict[str, Any], mesh_path: Path | None) -> Any:
+    """JobSpec from a submit message (preset + overrides, or a full spec); invalid_spec lists every bad field."""
+    from engine.presets import make_spec
+    from engine.spec import JobSpec, SpecError
+
+    mesh = {"input_mesh": str(mesh_path), "mode": "retexture"} if mesh_path is not None else {}
+    try:
+        if "preset" in header:
+            return make_spec(header["preset"], {**copy.deepcopy(header.get("overrides") or {}), **mesh})
+        return JobSpec.from_dict({**header["spec"], **mesh}).validate()
+    except SpecError as exc:
+        problems = [problem(p["field"], p["value"], p["allowed"]) for p in exc.to_list()]
+        raise ProtocolError("invalid_spec", str(exc)[:2000], problems=problems) from None
+    except Exception as exc:  # values too malformed for the checker to describe field by field
+        raise ProtocolError("invalid_spec", f"the job spec could not be read: {type(exc).__name__}: {exc}"[:2000]) \
+            from None
+
+
+def _safe_name(name: Any) -> str:
+    base = Path(str(name)).name
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", base)[-100:] or "mesh.glb"
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no NaN/Infinity: a diverged loss is reported as null instead of breaking the log."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        try:
+            return f"signal {-code}, {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    if sys.platform == "win32" and code >= 0x80000000:
+        return f"exit status 0x{code:08X}"
+    return f"exit status {code}"
+
+
+def _crash_hint(code: int | None) -> str:
+    hint = ERROR_HINTS["worker_crashed"]
+    if code is not None and code == -getattr(signal, "SIGKILL", 9):
+        hint = ("it was killed (SIGKILL): often the system ran out of memory — lower the resolution or "
+                "particles, or close other programs; " + hint)
+    return hint
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES, max_bytes: int = 8192) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
