@@ -1,0 +1,146 @@
+"""Stable Diffusion as the prior: VAE latents, classifier-free-guided ε, a LoRA variational score.
+
+- pretrained score: `stabilityai/stable-diffusion-2-1-base` (ε) by default, or `spec.model` (a hub
+  id or a diffusers folder); `tiny-sd` / `sd21-random` are random-weight builds (sd_builder.py).
+- ε_φ base (`spec.phi_model`): by default `stabilityai/stable-diffusion-2-1` (v-prediction, which
+  the reference implementations found avoids over-saturation after the t anneal), loaded when the
+  first VSD stage asks for it; 'shared' puts the LoRA on the pretrained UNet (one UNet in memory).
+- precision: UNets and VAE in bf16 (fp16 without bf16 support) on CUDA, fp32 on CPU; φ's own
+  weights and every loss stay fp32. Attention is diffusers' default SDPA processor.
+- prompts: the pretrained branch sees the view-dependent prompts with the negative prompt as
+  its unconditional half; ε_φ sees the plain prompt. Embeddings are cached (text_embeddings.py).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..spec import FieldProblem, JobSpec, SpecError, StageSpec
+from .base import Conditioning, Prior, VariationalScore
+from .sd_builder import RANDOM_MODELS, build_random
+from .sd_components import SDComponents, load_folder
+from .sd_lora import LORA_RANK, LoraEpsPhi, adapters_off
+from .text_embeddings import TextEmbeddings
+from .weights import DEFAULT_MODEL, DEFAULT_PHI_MODEL, ResolvedModel, resolve_model
+
+SHARED = "shared"
+VIEW_SUFFIXES = ("front", "side", "back", "overhead")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def load_components(name: str | ResolvedModel, device: torch.device, dtype: torch.dtype,
+                    with_vae: bool) -> SDComponents:
+    """A random build by name, or a resolved diffusers folder."""
+    if isinstance(name, ResolvedModel):
+        return load_folder(name.path, name.name, name.key, device, dtype, with_vae)
+    return build_random(name, device, dtype, with_vae)
+
+
+def _source(name: str) -> str | ResolvedModel:
+    """Random builds by name; anything else resolved now, so missing weights fail before any work."""
+    return name if name in RANDOM_MODELS else resolve_model(name)
+
+
+class StableDiffusionPrior(Prior):
+    space = "latent"
+
+    def __init__(self, pretrained: SDComponents, phi_source: str | ResolvedModel | None,
+                 device: torch.device, dtype: torch.dtype, cache_dir=None):
+        """`phi_source` None shares the pretrained UNet with ε_φ; otherwise its base is loaded on demand."""
+        if pretrained.vae is None:
+            raise ValueError("the pretrained model needs its VAE")
+        self.device, self.dtype = device, dtype
+        self.model = pretrained
+        self.unet, self.vae = pretrained.unet, pretrained.vae
+        self.schedule = pretrained.schedule
+        self.prediction_type = pretrained.prediction_type
+        self.text = TextEmbeddings(pretrained.text_key, pretrained.load_text_encoder, device, dtype, cache_dir)
+        self._cache_dir = cache_dir
+        self._phi_source = phi_source
+        self._phi_model: SDComponents | None = None
+        self._phi_text: TextEmbeddings | None = None
+        self._phi: LoraEpsPhi | None = None
+
+    # ------------------------------------------------------------ building
+    @classmethod
+    def from_spec(cls, spec: JobSpec, device: torch.device, cache_dir=None) -> "StableDiffusionPrior":
+        name = spec.prior
+        dtype = default_dtype(torch.device(device))
+        if name in RANDOM_MODELS:
+            if spec.model is not None:
+                raise SpecError([FieldProblem("model", spec.model,
+                                              f"empty for the random-weight prior {name!r} (or use prior 'sd')")])
+            pretrained: str | ResolvedModel = name
+            default_phi = name + "-v"
+        else:
+            pretrained = _source(spec.model or (name.split(":", 1)[1] if name.startswith("sd:") else DEFAULT_MODEL))
+            default_phi = DEFAULT_PHI_MODEL
+        phi_name = spec.phi_model or default_phi
+        phi_source = None if phi_name == SHARED else _source(phi_name)
+        prior = cls(load_components(pretrained, device, dtype, with_vae=True), phi_source, device, dtype, cache_dir)
+        prior.precompute_prompts(spec.prompt, spec.negative_prompt)
+        return prior
+
+    def precompute_prompts(self, prompt: str, negative_prompt: str = "") -> None:
+        """Embed the prompt, its view-dependent variants and the negative prompt in one encoder load."""
+        views = [f"{prompt}, {s} view" for s in VIEW_SUFFIXES]  # CameraSampler.view_prompts' wording
+        self.text.precompute([prompt, negative_prompt, *views])
+
+    @property
+    def shares_unet(self) -> bool:
+        return self._phi_source is None
+
+    # ---------------------------------------------------------- the prior
+    def encode(self, rgb: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, 3) in [0, 1] → VAE posterior mean × scaling factor, with gradient, at H×W / 8.
+
+        The mean rather than a posterior sample: SD's VAE posterior is nearly deterministic, and the
+        mean keeps runs reproducible and resumable without a hidden RNG.
+        """
+        b, h, w, _ = rgb.shape
+        if h % 8 or w % 8:
+            raise ValueError(f"render resolution {w}×{h} must be a multiple of 8 for the SD VAE")
+        x = rgb.permute(0, 3, 1, 2).to(self.dtype) * 2.0 - 1.0
+        latents = self.vae.encode(x).latent_dist.mean
+        return latents.float() * self.vae.config.scaling_factor
+
+    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning,
+                      guidance_scale: float) -> torch.Tensor:
+        """CFG ε = ε_u + s·(ε_c − ε_u) with view prompts; one batch of 2B (B when s = 1), fp32 out."""
+        b = x_t.shape[0]
+        t = t.to(self.device)
+        with torch.no_grad(), adapters_off(self.unet):
+            text = self.text(list(cond.view_prompts)[:b])
+            x, tt = x_t.to(self.dtype), t
+            if guidance_scale != 1.0:
+                uncond = self.text([cond.negative_prompt]).expand(b, -1, -1)
+                text, x, tt = torch.cat([uncond, text]), torch.cat([x, x]), torch.cat([t, t])
+            out = self.unet(x, tt, encoder_hidden_states=text).sample.float()
+            if guidance_scale != 1.0:
+                out_u, out_c = out.chunk(2)
+                out = out_u + guidance_scale * (out_c - out_u)
+            return self.schedule.to_eps(out, x_t.float(), t, self.prediction_type)
+
+    def make_variational_score(self, stage: StageSpec, gen: torch.Generator) -> VariationalScore:
+        """A fresh LoRA ε_φ; the previous one (an earlier stage's) is removed from its UNet first."""
+        if self._phi is not None:
+            self._phi.release()
+        if self.shares_unet:
+            model, text = self.model, self.text
+        else:
+            if self._phi_model is None:
+                self._phi_model = load_components(self._phi_source, self.device, self.dtype, with_vae=False)
+                self._phi_text = TextEmbeddings(self._phi_model.text_key, self._phi_model.load_text_encoder,
+                                                self.device, self.dtype, self._cache_dir)
+            model, text = self._phi_model, self._phi_text
+        self._phi = LoraEpsPhi(model.unet, model.schedule, model.prediction_type, text, stage, gen)
+        return self._phi
+
+    def describe(self) -> str:
+        phi = "shared UNet" if self.shares_unet else getattr(self._phi_source, "name", self._phi_source)
+        return (f"Stable Diffusion {self.model.name} ({self.prediction_type}, {str(self.dtype).replace('torch.', '')} "
+                f"on {self.device}); ε_φ: LoRA r{LORA_RANK} on {phi}")
