@@ -1,0 +1,82 @@
+"""'Check engine': ask the engine's own Python what it has (Python, torch, CUDA, GPU, VSDream).
+
+The probe below runs in the engine interpreter as a subprocess; Blender itself never imports
+any of those packages.
+"""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+ENGINE_PROBE = r"""
+import json, sys
+out = {"python": sys.version.split()[0], "executable": sys.executable}
+try:
+    import torch
+    out["torch"] = torch.__version__
+    out["cuda"] = bool(torch.cuda.is_available())
+    if out["cuda"]:
+        props = torch.cuda.get_device_properties(0)
+        out["gpu"] = props.name
+        out["gpu_mem_gb"] = round(props.total_memory / 2**30, 1)
+except Exception as exc:
+    out["torch_error"] = f"{type(exc).__name__}: {exc}"
+try:
+    import engine
+    out["vsdream"] = getattr(engine, "__version__", "?")
+except Exception as exc:
+    out["vsdream_error"] = f"{type(exc).__name__}: {exc}"
+try:
+    from engine import models
+    out["sd_weights"] = bool(models.weights_available())
+except Exception:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        hit = try_to_load_from_cache("stabilityai/stable-diffusion-2-1-base", "model_index.json")
+        out["sd_weights"] = isinstance(hit, str)
+    except Exception:
+        out["sd_weights"] = False
+print("VSDREAM_CHECK " + json.dumps(out))
+"""
+
+
+def run_check(python: str, backend_dir: str = "", timeout_s: float = 120.0) -> dict:
+    """Run the probe (blocking: call it from a worker thread). Always returns a dict;
+    'error' is set when the interpreter could not be run at all."""
+    if not python or not Path(python).exists():
+        return {"error": f"engine Python not found: {python!r}. Set it in the preferences or press 'Set up engine'"}
+    env = dict(os.environ)
+    env.pop("PYTHONHOME", None)
+    if backend_dir:
+        env["PYTHONPATH"] = os.pathsep.join([backend_dir] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    try:
+        proc = subprocess.run([python, "-c", ENGINE_PROBE], capture_output=True, text=True,
+                              timeout=timeout_s, env=env)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return {"error": f"could not run {python}: {exc}"}
+    for line in proc.stdout.splitlines():
+        if line.startswith("VSDREAM_CHECK "):
+            return json.loads(line[len("VSDREAM_CHECK "):])
+    return {"error": f"{python} exited with {proc.returncode}: {proc.stderr.strip()[-500:]}"}
+
+
+def format_report(info: dict) -> str:
+    if "error" in info:
+        return "Engine check failed: " + info["error"]
+    lines = [f"Python {info.get('python')} ({info.get('executable')})"]
+    if "torch" in info:
+        gpu = (f"CUDA: {info.get('gpu')} with {info.get('gpu_mem_gb')} GB" if info.get("cuda")
+               else "CUDA: not available (CPU only)")
+        lines += [f"torch {info['torch']}", gpu]
+    else:
+        lines.append("torch missing: " + info.get("torch_error", "?") + " — press 'Set up engine'")
+    lines.append(f"VSDream {info['vsdream']}" if "vsdream" in info
+                 else "VSDream engine missing: " + info.get("vsdream_error", "?"))
+    lines.append("Stable Diffusion weights: " + ("found" if info.get("sd_weights") else
+                                                  "not found (fetch with: vsdream models fetch)"))
+    return "\n".join(lines)
+
+
+def choose_prior(info: dict) -> str:
+    """Stable Diffusion only with its weights and a GPU; else the analytic reference scene."""
+    return "sd" if info.get("cuda") and info.get("sd_weights") else "analytic:marker"

@@ -1,0 +1,66 @@
+"""Scene settings → the preset name and overrides the engine turns into a JobSpec (pure Python).
+
+Blender stores angles in radians; the JobSpec speaks degrees (engine/spec.py CameraSpec).
+"""
+import math
+
+STAGE_NAMES = ("nerf", "geometry", "texture")
+
+
+def _deg_pair(lo: float, hi: float) -> list:
+    return [round(math.degrees(lo), 6), round(math.degrees(hi), 6)]
+
+
+def build_request(settings, prefs=None, mode: str = "text", extra: dict | None = None) -> dict:
+    """{'preset': name, 'overrides': {...}} from a VSDREAM_PG_settings-like object.
+
+    `extra` is merged last (nested dicts merge), e.g. {'nerf': {'steps': 30}} in tests."""
+    stages = set(settings.stages)
+    overrides = {
+        "prompt": settings.prompt.strip(),
+        "negative_prompt": settings.negative_prompt.strip(),
+        "seed": int(settings.seed),
+        "particles": int(settings.particles),
+        "prior": settings.prior,
+        "mode": mode,
+        "camera": {
+            "elevation_deg": _deg_pair(settings.elevation_min, settings.elevation_max),
+            "azimuth_deg": _deg_pair(settings.azimuth_min, settings.azimuth_max),
+            "distance": [float(settings.distance_min), float(settings.distance_max)],
+            "fov_deg": _deg_pair(settings.fov_min, settings.fov_max),
+        },
+        "field": {"blob": settings.scene_mode},
+        "export": {"texture_size": int(settings.texture_size)},
+    }
+    preview_every = int(getattr(prefs, "preview_every", 0) or 0)
+    for name in STAGE_NAMES:
+        stage = {"enabled": name in stages if mode == "text" else name == "texture"}
+        if preview_every:
+            stage["preview_every"] = preview_every
+        overrides[name] = stage
+    device = getattr(prefs, "device", "auto") or "auto"
+    if device != "auto":
+        overrides["device"] = device
+    return {"preset": settings.preset, "overrides": merge(overrides, extra or {})}
+
+
+def merge(base: dict, over: dict) -> dict:
+    """Nested dict merge (over wins), returning `base`."""
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def problems(settings, mode: str = "text") -> list:
+    """Why a job cannot be submitted, as sentences for poll_message_set / reports."""
+    out = []
+    if settings.prior == "sd" and not settings.prompt.strip():
+        out.append("Type a prompt first (the Stable Diffusion prior needs one)")
+    if settings.azimuth_max - settings.azimuth_min > 2 * math.pi + 1e-6:
+        out.append("The azimuth range spans more than 360°: narrow it")
+    if mode == "text" and not set(settings.stages):
+        out.append("Enable at least one stage")
+    return out

@@ -1,0 +1,125 @@
+"""Start / Stop / Check / Set up the engine. Slow work runs in threads; results come via the pump."""
+import threading
+
+import bpy
+
+from .. import engine_check, engine_setup, paths, preferences, pump
+from ..session import SESSION
+from ._common import explain
+
+
+def _runtimes():
+    return [wm.vsdream for wm in bpy.data.window_managers if getattr(wm, "vsdream", None) is not None]
+
+
+def _on_item(kind, data) -> bool:
+    """Pump hook: show check reports and set-up progress in the preferences."""
+    if kind == "check_result":
+        for rt in _runtimes():
+            rt.check_report = engine_check.format_report(data)
+        return True
+    if kind == "setup_line":
+        for rt in _runtimes():
+            rt.setup_log = "\n".join((rt.setup_log.splitlines() + [data[:200]])[-40:])
+        return True
+    if kind == "setup_done":
+        ok, message = data
+        for rt in _runtimes():
+            rt.setup_running = False
+            rt.setup_log = "\n".join((rt.setup_log.splitlines() + [("OK: " if ok else "FAILED: ") + message])[-40:])
+        return True
+    return False
+
+
+def register_hooks():
+    if _on_item not in pump._hooks:
+        pump.on_item(_on_item)
+
+
+class VSDREAM_OT_start_engine(bpy.types.Operator):
+    bl_idname = "vsdream.start_engine"
+    bl_label = "Start engine"
+    bl_description = "Start (or connect to) the engine without submitting a job"
+
+    @classmethod
+    def poll(cls, context):
+        if SESSION.connected:
+            return explain(cls, "The engine is already running")
+        if SESSION.connecting:
+            return explain(cls, "The engine is starting")
+        return True
+
+    def execute(self, context):
+        SESSION.ensure_connected(preferences.connect_config(context))
+        return {"FINISHED"}
+
+
+class VSDREAM_OT_stop_engine(bpy.types.Operator):
+    bl_idname = "vsdream.stop_engine"
+    bl_label = "Stop engine"
+    bl_description = "Stop the local engine and free its GPU memory (running jobs keep their checkpoint)"
+
+    @classmethod
+    def poll(cls, context):
+        if not (SESSION.connected or SESSION.connecting or SESSION.engine):
+            return explain(cls, "The engine is not running")
+        return True
+
+    def execute(self, context):
+        SESSION.disconnect(stop_engine=True)
+        pump.drain(context)
+        return {"FINISHED"}
+
+
+class VSDREAM_OT_check_engine(bpy.types.Operator):
+    bl_idname = "vsdream.check_engine"
+    bl_label = "Check engine"
+    bl_description = "Report the engine's Python, torch, CUDA, GPU memory and VSDream version"
+
+    wait: bpy.props.BoolProperty(default=False, options={"HIDDEN", "SKIP_SAVE"})
+
+    def execute(self, context):
+        prefs = preferences.get(context)
+        python = preferences.engine_python(prefs)
+        backend = paths.bundled_backend()
+        backend_dir = str(backend) if backend.is_dir() else ""
+        context.window_manager.vsdream.check_report = "Checking the engine…"
+
+        def work():
+            SESSION.inbox.put(("check_result", engine_check.run_check(python, backend_dir)))
+        thread = threading.Thread(target=work, name="vsdream-check", daemon=True)
+        thread.start()
+        if self.wait:  # scripts and tests
+            thread.join()
+            pump.drain(context)
+        return {"FINISHED"}
+
+
+class VSDREAM_OT_setup_engine(bpy.types.Operator):
+    bl_idname = "vsdream.setup_engine"
+    bl_label = "Set up engine"
+    bl_description = ("Create the engine's own Python environment (torch and the rest) in the add-on's "
+                      "user folder; downloads several GB")
+
+    @classmethod
+    def poll(cls, context):
+        if context.window_manager.vsdream.setup_running:
+            return explain(cls, "The set-up is already running")
+        return True
+
+    def execute(self, context):
+        prefs = preferences.get(context)
+        backend = engine_setup.backend_source(paths.bundled_backend())
+        if backend is None:
+            self.report({"ERROR"}, "No bundled engine found: install the VSDream zip built by build_addon.py")
+            return {"CANCELLED"}
+        venv = paths.engine_venv()
+        cmds = engine_setup.setup_commands(engine_setup.default_base_python(prefs.base_python), venv, backend,
+                                           paths.venv_python(venv))
+        rt = context.window_manager.vsdream
+        rt.setup_running, rt.setup_log = True, f"Setting up {venv}"
+        engine_setup.run_setup(cmds, SESSION.inbox)
+        return {"FINISHED"}
+
+
+CLASSES = (VSDREAM_OT_start_engine, VSDREAM_OT_stop_engine, VSDREAM_OT_check_engine, VSDREAM_OT_setup_engine)

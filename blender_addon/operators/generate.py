@@ -1,0 +1,68 @@
+"""Generate (text → 3D) and Cancel."""
+import bpy
+from bpy.props import StringProperty
+
+from .. import job_spec, preferences
+from .._protocol_import import protocol
+from ..session import SESSION
+from ._common import explain, parse_overrides
+
+
+def submit_job(context, mode: str, overrides_json: str, mesh: bytes = b"", **job_fields):
+    """Build the request, start a job view and send it (auto-starting the engine when needed)."""
+    settings = context.scene.vsdream
+    prefs = preferences.get(context)
+    request = job_spec.build_request(settings, prefs, mode=mode, extra=parse_overrides(overrides_json))
+    frame = protocol.submit(preset=request["preset"], overrides=request["overrides"],
+                            mesh=mesh or None, mesh_name="input.glb" if mesh else None)
+    SESSION.new_job(mode=mode, prompt=settings.prompt, seed=settings.seed, **job_fields)
+    SESSION.send(frame, cfg=preferences.connect_config(context))
+    return request
+
+
+class VSDREAM_OT_generate(bpy.types.Operator):
+    bl_idname = "vsdream.generate"
+    bl_label = "Generate"
+    bl_description = "Make a textured mesh from the prompt (starts the engine when needed)"
+    bl_options = {"REGISTER"}
+
+    overrides: StringProperty(name="Overrides (JSON)", default="", options={"SKIP_SAVE"},
+                              description="Extra JobSpec fields, e.g. {\"nerf\": {\"steps\": 100}}")
+
+    @classmethod
+    def poll(cls, context):
+        if SESSION.job.active:
+            return explain(cls, "A job is running: cancel it or wait for it to finish")
+        problems = job_spec.problems(context.scene.vsdream)
+        if problems:
+            return explain(cls, problems[0])
+        return True
+
+    def execute(self, context):
+        try:
+            submit_job(context, "text", self.overrides)
+        except (ValueError, protocol.ProtocolError) as exc:
+            self.report({"ERROR"}, f"Cannot submit: {exc}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, "VSDream job submitted")
+        return {"FINISHED"}
+
+
+class VSDREAM_OT_cancel(bpy.types.Operator):
+    bl_idname = "vsdream.cancel"
+    bl_label = "Cancel"
+    bl_description = "Stop the job at its next step; its checkpoint is kept"
+
+    @classmethod
+    def poll(cls, context):
+        if not SESSION.job.active or not SESSION.job.job_id:
+            return explain(cls, "No running job to cancel")
+        return True
+
+    def execute(self, context):
+        SESSION.send(protocol.cancel(SESSION.job.job_id))
+        SESSION.job.state = "CANCELLING"
+        return {"FINISHED"}
+
+
+CLASSES = (VSDREAM_OT_generate, VSDREAM_OT_cancel)

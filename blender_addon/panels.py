@@ -1,0 +1,160 @@
+"""3D Viewport › Sidebar › VSDream. Drawing only: every action is an operator."""
+import bpy
+
+from . import preview
+
+ENGINE_ICONS = {"OFFLINE": "RADIOBUT_OFF", "STARTING": "SORTTIME", "READY": "CHECKMARK", "BUSY": "PLAY",
+                "STALLED": "ERROR", "ERROR": "CANCEL"}
+
+
+class _Sidebar:
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "VSDream"
+
+
+def _progress(layout, factor: float, text: str) -> None:
+    """layout.progress where Blender has it (4.0+), a plain label elsewhere."""
+    if hasattr(layout, "progress"):
+        layout.progress(factor=factor, type="BAR", text=text)
+    else:
+        layout.label(text=f"{text} ({factor * 100:.0f}%)")
+
+
+def _eta(seconds: float) -> str:
+    if seconds <= 0:
+        return ""
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f" · ETA {h}h{m:02d}m" if h else f" · ETA {m}m{s:02d}s"
+
+
+class VSDREAM_PT_main(_Sidebar, bpy.types.Panel):
+    bl_label = "VSDream"
+
+    def draw(self, context):
+        layout = self.layout
+        s, rt = context.scene.vsdream, context.window_manager.vsdream
+        row = layout.row()
+        row.label(text=f"Engine: {rt.engine_state.title()}", icon=ENGINE_ICONS.get(rt.engine_state, "DOT"))
+        if rt.engine_state in ("OFFLINE", "ERROR"):
+            row.operator("vsdream.start_engine", text="Start engine")
+        else:
+            row.operator("vsdream.stop_engine", text="", icon="QUIT")
+        if rt.engine_state == "ERROR" and rt.engine_message:
+            box = layout.box()
+            for line in rt.engine_message.splitlines()[:6]:
+                box.label(text=line[:120])
+            if rt.log_path:
+                box.label(text=f"Log: {rt.log_path}", icon="TEXT")
+        col = layout.column(align=True)
+        col.prop(s, "prompt", text="")
+        col.prop(s, "negative_prompt", text="", icon="REMOVE")
+        col = layout.column()
+        col.use_property_split = True
+        col.prop(s, "preset")
+        col.prop(s, "prior")
+        col.prop(s, "seed")
+        col.prop(s, "particles")
+        col.prop(s, "scene_mode")
+        col.prop(s, "texture_size")
+        col.prop(s, "size")
+        layout.row().prop(s, "stages")
+        row = layout.row(align=True)
+        row.scale_y = 1.5
+        row.operator("vsdream.generate", icon="SHADERFX")
+        row.operator("vsdream.cancel", icon="CANCEL")
+        obj = context.active_object
+        if obj is not None and obj.type == "MESH":
+            layout.operator("vsdream.retexture", text=f"Re-texture {obj.name}", icon="TEXTURE")
+
+
+class VSDREAM_PT_camera(_Sidebar, bpy.types.Panel):
+    bl_label = "Camera range"
+    bl_parent_id = "VSDREAM_PT_main"
+
+    def draw(self, context):
+        layout = self.layout
+        s = context.scene.vsdream
+        row = layout.row(align=True)
+        row.operator("vsdream.camera_from_view", icon="VIEW_CAMERA")
+        row.prop(s, "show_overlay", text="", icon="OVERLAY")
+        col = layout.column(align=True)
+        for lo, hi, label in (("elevation_min", "elevation_max", "Elevation"),
+                              ("azimuth_min", "azimuth_max", "Azimuth"),
+                              ("distance_min", "distance_max", "Distance"),
+                              ("fov_min", "fov_max", "Field of view")):
+            col.label(text=label)
+            row = col.row(align=True)
+            row.prop(s, lo, text="")
+            row.prop(s, hi, text="")
+
+
+class VSDREAM_PT_progress(_Sidebar, bpy.types.Panel):
+    bl_label = "Progress"
+    bl_parent_id = "VSDREAM_PT_main"
+
+    def draw(self, context):
+        layout = self.layout
+        rt = context.window_manager.vsdream
+        if rt.job_state == "NONE":
+            layout.label(text="No job yet")
+        else:
+            layout.label(text=f"Job {rt.job_id or '…'}: {rt.job_state.title()}")
+            if rt.job_state == "QUEUED" and rt.queue_position:
+                layout.label(text=f"Position {rt.queue_position} in the queue")
+            if rt.total:
+                _progress(layout, rt.progress, f"{rt.stage} {rt.step}/{rt.total}{_eta(rt.eta_s)}")
+        if rt.error_message:
+            box = layout.box()
+            box.alert = True
+            for line in rt.error_message.splitlines()[:6]:
+                box.label(text=line[:120], icon="ERROR")
+            if rt.error_hint:
+                box.label(text=rt.error_hint[:160], icon="INFO")
+        img = bpy.data.images.get(preview.PREVIEW_NAME)
+        if img is not None:
+            layout.template_icon(icon_value=img.preview_ensure().icon_id, scale=10.0)
+            if rt.preview_caption:
+                layout.label(text=f"Preview: {rt.preview_caption}")
+        if rt.imported:
+            layout.label(text=f"Imported: {rt.imported}", icon="CHECKMARK")
+
+
+class VSDREAM_UL_history(bpy.types.UIList):
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
+        icons = {"done": "CHECKMARK", "failed": "ERROR", "cancelled": "CANCEL", "unfinished": "SORTTIME"}
+        layout.label(text=item.prompt or item.job_id, icon=icons.get(item.status, "DOT"))
+        layout.label(text=item.status)
+
+
+class VSDREAM_PT_history(_Sidebar, bpy.types.Panel):
+    bl_label = "History"
+    bl_parent_id = "VSDREAM_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        rt = context.window_manager.vsdream
+        row = layout.row()
+        row.template_list("VSDREAM_UL_history", "", rt, "history", rt, "history_index", rows=4)
+        row.operator("vsdream.refresh_history", text="", icon="FILE_REFRESH")
+        row = layout.row(align=True)
+        row.operator("vsdream.import_job", icon="IMPORT")
+        row.operator("vsdream.reattach", icon="LINKED")
+        row = layout.row(align=True)
+        row.operator("vsdream.open_folder", icon="FILE_FOLDER")
+        row.operator("vsdream.delete_job", icon="TRASH")
+
+
+CLASSES = (VSDREAM_PT_main, VSDREAM_PT_camera, VSDREAM_PT_progress, VSDREAM_UL_history, VSDREAM_PT_history)
+
+
+def register():
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister():
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

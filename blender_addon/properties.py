@@ -1,0 +1,160 @@
+"""Per-scene job settings (saved with the .blend) and per-session job state (never saved).
+
+Angles are stored in radians (subtype ANGLE); the engine gets degrees from job_spec.py.
+Transient state lives on the WindowManager, whose add-on properties are not written to files,
+so a reopened .blend never shows a stale "running" job.
+"""
+import math
+
+import bpy
+from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty,
+                       PointerProperty, StringProperty)
+
+PRESETS = [
+    ("paper", "Paper", "The paper's settings: hours on a large GPU"),
+    ("fast", "Fast", "About a tenth of the paper's steps at 256²"),
+    ("preview", "Preview", "A quick look at a prompt"),
+    ("cpu-smoke", "CPU smoke", "Tiny CPU job on the reference scene (tests, demo)"),
+]
+PRIORS = [
+    ("sd", "Stable Diffusion", "Needs the model weights and a GPU"),
+    ("analytic:marker", "Reference scene", "Analytic prior of a built-in scene: no weights needed"),
+    ("tiny-sd", "Tiny SD (test)", "Random tiny diffusion model: exercises the pipeline only"),
+]
+STAGES = [
+    ("nerf", "NeRF", "Stage 1: radiance field with VSD"),
+    ("geometry", "Geometry", "Stage 2: mesh refinement"),
+    ("texture", "Texture", "Stage 3: texture with VSD"),
+]
+
+
+def _redraw_views(_self=None, _context=None):
+    wm = getattr(bpy.context, "window_manager", None)
+    for window in getattr(wm, "windows", []):
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+
+
+def _ordered(lo_name, hi_name):
+    """Update callbacks that keep min ≤ max by dragging the other end along."""
+    def lo_update(self, _context):
+        if getattr(self, lo_name) > getattr(self, hi_name):
+            setattr(self, hi_name, getattr(self, lo_name))
+        _redraw_views()
+
+    def hi_update(self, _context):
+        if getattr(self, hi_name) < getattr(self, lo_name):
+            setattr(self, lo_name, getattr(self, hi_name))
+        _redraw_views()
+    return lo_update, hi_update
+
+
+_EL = _ordered("elevation_min", "elevation_max")
+_AZ = _ordered("azimuth_min", "azimuth_max")
+_DI = _ordered("distance_min", "distance_max")
+_FO = _ordered("fov_min", "fov_max")
+
+
+class VSDREAM_PG_settings(bpy.types.PropertyGroup):
+    prompt: StringProperty(name="Prompt", description="What to make", default="")
+    negative_prompt: StringProperty(name="Negative", description="What to avoid", default="")
+    preset: EnumProperty(name="Preset", items=PRESETS, default="fast")
+    prior: EnumProperty(name="Prior", items=PRIORS, default="sd",
+                        description="Which diffusion model guides the optimisation")
+    seed: IntProperty(name="Seed", default=0, min=0)
+    particles: IntProperty(name="Particles", default=1, min=1, max=8,
+                           description="VSD particles: several variations of the prompt at once")
+    stages: EnumProperty(name="Stages", items=STAGES, options={"ENUM_FLAG"},
+                         default={"nerf", "geometry", "texture"})
+    scene_mode: EnumProperty(name="Mode", items=[
+        ("object", "Object", "A single object seen from outside"),
+        ("scene", "Scene", "Surroundings: the camera sits inside")], default="object")
+    texture_size: EnumProperty(name="Texture", items=[(str(s), f"{s}", f"{s}×{s} texels")
+                                                      for s in (256, 512, 1024, 2048)], default="1024")
+    elevation_min: FloatProperty(name="Elevation min", subtype="ANGLE", unit="ROTATION",
+                                 default=math.radians(-10.0), min=math.radians(-89.0), max=math.radians(89.0),
+                                 update=_EL[0])
+    elevation_max: FloatProperty(name="Elevation max", subtype="ANGLE", unit="ROTATION",
+                                 default=math.radians(45.0), min=math.radians(-89.0), max=math.radians(89.0),
+                                 update=_EL[1])
+    azimuth_min: FloatProperty(name="Azimuth min", subtype="ANGLE", unit="ROTATION",
+                               default=math.radians(-180.0), min=math.radians(-360.0), max=math.radians(360.0),
+                               update=_AZ[0])
+    azimuth_max: FloatProperty(name="Azimuth max", subtype="ANGLE", unit="ROTATION",
+                               default=math.radians(180.0), min=math.radians(-360.0), max=math.radians(360.0),
+                               update=_AZ[1])
+    distance_min: FloatProperty(name="Distance min", subtype="DISTANCE", default=1.0, min=0.1, max=100.0,
+                                update=_DI[0])
+    distance_max: FloatProperty(name="Distance max", subtype="DISTANCE", default=1.5, min=0.1, max=100.0,
+                                update=_DI[1])
+    fov_min: FloatProperty(name="FOV min", subtype="ANGLE", default=math.radians(40.0),
+                           min=math.radians(5.0), max=math.radians(150.0), update=_FO[0])
+    fov_max: FloatProperty(name="FOV max", subtype="ANGLE", default=math.radians(70.0),
+                           min=math.radians(5.0), max=math.radians(150.0), update=_FO[1])
+    size: FloatProperty(name="Size", subtype="DISTANCE", default=1.0, min=0.01, max=1000.0,
+                        description="Radius of the imported object's bounding sphere")
+    show_overlay: BoolProperty(name="Show camera range", default=True, update=_redraw_views)
+    last_job_id: StringProperty(name="Last job", default="")
+    last_run_dir: StringProperty(name="Last run folder", subtype="DIR_PATH", default="")
+
+
+class VSDREAM_PG_history_item(bpy.types.PropertyGroup):
+    job_id: StringProperty()
+    prompt: StringProperty()
+    status: StringProperty()
+    run_dir: StringProperty(subtype="DIR_PATH")
+    mode: StringProperty(default="text")
+    created: FloatProperty()
+
+
+ENGINE_STATES = [(s, s.title(), "") for s in ("OFFLINE", "STARTING", "READY", "BUSY", "STALLED", "ERROR")]
+JOB_STATES = [(s, s.title(), "") for s in ("NONE", "SUBMITTING", "QUEUED", "RUNNING", "CANCELLING",
+                                           "DONE", "FAILED", "CANCELLED")]
+
+
+class VSDREAM_PG_runtime(bpy.types.PropertyGroup):
+    """What the pump shows in the panel; rebuilt from the session, never saved."""
+
+    engine_state: EnumProperty(items=ENGINE_STATES, default="OFFLINE")
+    engine_message: StringProperty()
+    engine_version: StringProperty()
+    job_id: StringProperty()
+    job_state: EnumProperty(items=JOB_STATES, default="NONE")
+    job_mode: StringProperty(default="text")
+    queue_position: IntProperty()
+    stage: StringProperty()
+    step: IntProperty()
+    total: IntProperty()
+    eta_s: FloatProperty()
+    it_per_s: FloatProperty()
+    progress: FloatProperty(min=0.0, max=1.0, subtype="FACTOR")
+    error_code: StringProperty()
+    error_message: StringProperty()
+    error_hint: StringProperty()
+    log_path: StringProperty(subtype="FILE_PATH")
+    preview_frames: IntProperty()
+    preview_caption: StringProperty()
+    imported: StringProperty(description="Names of the objects the last job imported")
+    history: CollectionProperty(type=VSDREAM_PG_history_item)
+    history_index: IntProperty()
+    check_report: StringProperty()
+    setup_running: BoolProperty()
+    setup_log: StringProperty()
+
+
+CLASSES = (VSDREAM_PG_settings, VSDREAM_PG_history_item, VSDREAM_PG_runtime)
+
+
+def register():
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.vsdream = PointerProperty(type=VSDREAM_PG_settings)
+    bpy.types.WindowManager.vsdream = PointerProperty(type=VSDREAM_PG_runtime)
+
+
+def unregister():
+    del bpy.types.WindowManager.vsdream
+    del bpy.types.Scene.vsdream
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

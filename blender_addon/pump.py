@@ -1,0 +1,232 @@
+"""The one persistent bpy.app.timers function: drains the session inbox on the main thread.
+
+It never raises (a timer that raises is silently unregistered), coalesces preview frames
+(latest wins), imports results when a job finishes, mirrors the session into the WindowManager
+properties and redraws only when something changed. Tests and the headless demo call `tick()`
+directly, because timers do not fire under the bpy module.
+"""
+import time
+import traceback
+from pathlib import Path
+
+import bpy
+from bpy.app.handlers import persistent
+
+from . import history, importer, paths, preferences, preview
+from .job_state import apply_frame
+from .session import SESSION
+
+INTERVAL_S = 0.1
+MAX_ITEMS_PER_TICK = 500
+_hooks = []  # callables(kind, data) run for every inbox item (used by set-up / check operators)
+_force_sync = True
+
+
+def on_item(hook):
+    """Register a handler for non-frame inbox items such as ('setup_line', text)."""
+    _hooks.append(hook)
+    return hook
+
+
+def tick():
+    """Timer entry point: always returns the interval."""
+    try:
+        drain()
+    except Exception:  # keep pumping whatever happens; the console gets the details
+        traceback.print_exc()
+    return INTERVAL_S
+
+
+def drain(context=None) -> set:
+    """Process everything waiting in the inbox; returns the set of what changed."""
+    global _force_sync
+    context = context or bpy.context
+    changed, latest_preview, terminal = set(), None, False
+    for _ in range(MAX_ITEMS_PER_TICK):
+        try:
+            kind, data = SESSION.inbox.get_nowait()
+        except Exception:  # queue.Empty
+            break
+        if kind == "frame":
+            what = apply_frame(SESSION.job, SESSION.engine_view, data)
+            if "preview" in what:
+                latest_preview = data
+            if data.type == "artifact_data":
+                _save_download(data)
+            terminal |= "terminal" in what
+            changed |= what
+        elif kind == "connected":
+            if SESSION.on_connected(*data):
+                changed.add("engine")
+        elif kind == "connect_failed":
+            if SESSION.on_connect_failed(*data):
+                changed |= {"engine", "job"}
+        elif kind == "disconnected":
+            SESSION.on_lost(data)
+            changed |= {"engine", "job"}
+        elif kind == "send_failed":
+            SESSION.job.error_message = data
+            changed.add("job")
+        for hook in _hooks:
+            if hook(kind, data):
+                changed.add("ui")
+    if SESSION.check_engine_process():
+        changed |= {"engine", "job"}
+    if SESSION.check_stalled(float(getattr(preferences.get(context), "stall_after", 30.0))):
+        changed.add("engine")
+    if latest_preview is not None:
+        _show_preview(latest_preview)
+    if terminal:
+        _finish_job(context)
+        refresh_history(context)
+    if changed or _force_sync:
+        _force_sync = False
+        sync_runtime()
+        redraw(context)
+    return changed
+
+
+def _show_preview(frame) -> None:
+    from ._protocol_import import protocol
+    try:
+        width, height, rgb, _normal = protocol.preview_images(frame)
+        preview.show_frame(rgb, width, height)
+    except (ValueError, KeyError) as exc:
+        SESSION.job.error_message = f"bad preview frame: {exc}"
+
+
+def _finish_job(context) -> None:
+    """Import a finished job's meshes, or swap the re-textured material in place."""
+    job = SESSION.job
+    if job.state != "DONE" or not job.auto_import or job.imported:
+        return
+    meshes = job.result_meshes()
+    missing = [m for m in meshes if not Path(m).is_file()]
+    if missing and SESSION.connected:  # remote engine: fetch the files, finish when they arrive
+        _request_downloads(missing)
+        return
+    if not meshes:
+        job.error_message = f"the job finished but left no GLB in {job.run_dir}/result"
+        return
+    try:
+        import_job_meshes(context, job, meshes)
+    except Exception as exc:  # a broken file must not kill the pump
+        job.error_code, job.error_message = "import_failed", f"importing the result failed: {exc}"
+        traceback.print_exc()
+
+
+def import_job_meshes(context, job, meshes: list) -> list:
+    """Import (text mode) or swap the material (re-texture); marks the job imported."""
+    if job.mode == "retexture":
+        target = bpy.data.objects.get(job.target_object)
+        if target is None:
+            raise RuntimeError(f"the object {job.target_object!r} to re-texture is gone")
+        mat = importer.swap_material(target, Path(meshes[0]))
+        job.imported, job.imported_names = True, [target.name]
+        return [mat]
+    size = float(getattr(getattr(context.scene, "vsdream", None), "size", 1.0))
+    info = {"job_id": job.job_id, "prompt": job.prompt, "seed": job.seed, "run_dir": job.run_dir}
+    objs = importer.import_results(context, meshes, info, size=size)
+    job.imported, job.imported_names = True, [o.name for o in objs]
+    return objs
+
+
+_downloads = {}  # artifact name -> local path
+
+
+def _request_downloads(missing: list) -> None:
+    from ._protocol_import import protocol
+    job = SESSION.job
+    local_dir = paths.output_dir(preferences.get()) / "downloads" / job.job_id
+    local_dir.mkdir(parents=True, exist_ok=True)
+    for path in missing:
+        name = next((n for n, p in job.artifacts.items() if p == path), Path(path).name)
+        _downloads[name] = local_dir / Path(name).name
+        _downloads[name].write_bytes(b"")
+        SESSION.send(protocol.get_artifact(job.job_id, name))
+
+
+def _save_download(frame) -> None:
+    name = frame.get("name")
+    target = _downloads.get(name)
+    if target is None:
+        return
+    with open(target, "r+b") as fh:
+        fh.seek(int(frame.get("offset", 0)))
+        fh.write(frame.payload)
+    if target.stat().st_size >= int(frame.get("size", 0)):
+        SESSION.job.artifacts[name] = str(target)
+        del _downloads[name]
+        if not _downloads:
+            _finish_job(bpy.context)
+
+
+def sync_runtime() -> None:
+    """Mirror the session's views into every window manager's VSDream properties."""
+    job, ev = SESSION.job, SESSION.engine_view
+    for wm in bpy.data.window_managers:
+        rt = getattr(wm, "vsdream", None)
+        if rt is None:
+            continue
+        rt.engine_state, rt.engine_message, rt.engine_version = ev.state, ev.message[:1000], ev.version
+        rt.log_path = ev.log_path
+        rt.job_id, rt.job_state, rt.job_mode = job.job_id, job.state, job.mode
+        rt.queue_position, rt.stage, rt.step, rt.total = job.queue_position, job.stage, job.step, job.total
+        rt.eta_s, rt.it_per_s, rt.progress = job.eta_s, job.it_per_s, job.progress
+        rt.error_code, rt.error_message, rt.error_hint = job.error_code, job.error_message[:2000], job.error_hint
+        rt.preview_frames, rt.preview_caption = job.preview_frames, job.preview_caption
+        rt.imported = ", ".join(job.imported_names)
+
+
+def refresh_history(context=None) -> None:
+    runs = history.scan(paths.output_dir(preferences.get(context)))
+    for wm in bpy.data.window_managers:
+        rt = getattr(wm, "vsdream", None)
+        if rt is not None:
+            history.fill(rt.history, runs)
+
+
+def redraw(context=None) -> None:
+    wm = getattr(context or bpy.context, "window_manager", None)
+    for window in getattr(wm, "windows", []):
+        for area in window.screen.areas:
+            if area.type in ("VIEW_3D", "PREFERENCES", "IMAGE_EDITOR"):
+                area.tag_redraw()
+
+
+def run_until(predicate, timeout_s: float, context=None, interval_s: float = 0.05) -> bool:
+    """Headless helper (tests, demo): pump until predicate() or timeout; True when it held."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        drain(context)
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    drain(context)
+    return bool(predicate())
+
+
+@persistent
+def on_load_post(_dummy=None):
+    """A new file brings a fresh window manager: show the session's state again."""
+    global _force_sync
+    _force_sync = True
+    try:
+        refresh_history()
+        sync_runtime()
+    except Exception:
+        traceback.print_exc()
+
+
+def start() -> None:
+    if not bpy.app.timers.is_registered(tick):
+        bpy.app.timers.register(tick, first_interval=INTERVAL_S, persistent=True)
+    if on_load_post not in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.append(on_load_post)
+
+
+def stop() -> None:
+    if bpy.app.timers.is_registered(tick):
+        bpy.app.timers.unregister(tick)
+    if on_load_post in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.remove(on_load_post)
