@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -60,8 +60,11 @@ def _gpu_mem_mb() -> float | None:
     return None
 
 
-def run_stage(ctx: JobContext, stage: Stage) -> int:
-    """Run `stage` to completion (or resume it); returns the step it resumed from."""
+def run_stage(ctx: JobContext, stage: Stage,
+              on_step: Callable[[int, dict[str, float]], None] | None = None) -> int:
+    """Run `stage` to completion (or resume it); returns the step it resumed from.
+
+    `on_step(step, losses)` sees every step's losses (progress events are coalesced)."""
     store = CheckpointStore(ctx.run.ckpt)
     start = 0
     ckpt = store.latest(stage.name, log=lambda m: ctx.log(m, "warning"))
@@ -77,6 +80,8 @@ def run_stage(ctx: JobContext, stage: Stage) -> int:
             path = store.save(stage.name, step, stage.state_dict())
             raise JobCancelled(stage.name, step, str(path))
         losses = stage.step(step)
+        if on_step is not None:
+            on_step(step, losses)
         done = step + 1
         now = time.perf_counter()
         rate = (done - start) / max(now - t0, 1e-9)
