@@ -24,18 +24,18 @@ except Exception as exc:
 try:
     import engine
     out["vsdream"] = getattr(engine, "__version__", "?")
+    out["vsdream_path"] = engine.__path__[0]
 except Exception as exc:
     out["vsdream_error"] = f"{type(exc).__name__}: {exc}"
-try:
-    from engine import models
-    out["sd_weights"] = bool(models.weights_available())
-except Exception:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-        hit = try_to_load_from_cache("stabilityai/stable-diffusion-2-1-base", "model_index.json")
-        out["sd_weights"] = isinstance(hit, str)
-    except Exception:
-        out["sd_weights"] = False
+try:  # cached weights only: the probe never downloads
+    import os
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from engine.priors.weights import DEFAULT_MODEL, resolve_model
+    resolve_model(DEFAULT_MODEL)
+    out["sd_weights"] = True
+except Exception as exc:
+    out["sd_weights"] = False
+    out["sd_weights_error"] = f"{type(exc).__name__}: {exc}"[:300]
 print("VSDREAM_CHECK " + json.dumps(out))
 """
 
@@ -70,7 +70,7 @@ def format_report(info: dict) -> str:
         lines += [f"torch {info['torch']}", gpu]
     else:
         lines.append("torch missing: " + info.get("torch_error", "?") + " — press 'Set up engine'")
-    lines.append(f"VSDream {info['vsdream']}" if "vsdream" in info
+    lines.append(f"VSDream {info['vsdream']} ({info.get('vsdream_path', '?')})" if "vsdream" in info
                  else "VSDream engine missing: " + info.get("vsdream_error", "?"))
     lines.append("Stable Diffusion weights: " + ("found" if info.get("sd_weights") else
                                                   "not found (fetch with: vsdream models fetch)"))

@@ -8,7 +8,8 @@ STAGE_NAMES = ("nerf", "geometry", "texture")
 
 
 def _deg_pair(lo: float, hi: float) -> list:
-    return [round(math.degrees(lo), 6), round(math.degrees(hi), 6)]
+    """Degrees rounded to 1e-3: Blender stores float32 radians, so ±180° reads back as ±180.000005."""
+    return [round(math.degrees(lo), 3), round(math.degrees(hi), 3)]
 
 
 def build_request(settings, prefs=None, mode: str = "text", extra: dict | None = None) -> dict:

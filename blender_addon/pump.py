@@ -91,8 +91,8 @@ def _show_preview(frame) -> None:
     try:
         width, height, rgb, _normal = protocol.preview_images(frame)
         preview.show_frame(rgb, width, height)
-    except (ValueError, KeyError) as exc:
-        SESSION.job.error_message = f"bad preview frame: {exc}"
+    except (ValueError, KeyError) as exc:  # skip the frame; a real error message wins
+        print(f"VSDream: bad preview frame skipped: {exc}")
 
 
 def _finish_job(context) -> None:
@@ -176,6 +176,12 @@ def sync_runtime() -> None:
         rt.error_code, rt.error_message, rt.error_hint = job.error_code, job.error_message[:2000], job.error_hint
         rt.preview_frames, rt.preview_caption = job.preview_frames, job.preview_caption
         rt.imported = ", ".join(job.imported_names)
+
+
+def refresh(context=None) -> None:
+    """Show session changes an operator just made (without waiting for the next tick)."""
+    sync_runtime()
+    redraw(context)
 
 
 def refresh_history(context=None) -> None:

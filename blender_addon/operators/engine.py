@@ -51,6 +51,7 @@ class VSDREAM_OT_start_engine(bpy.types.Operator):
 
     def execute(self, context):
         SESSION.ensure_connected(preferences.connect_config(context))
+        pump.refresh(context)
         return {"FINISHED"}
 
 
@@ -67,7 +68,7 @@ class VSDREAM_OT_stop_engine(bpy.types.Operator):
 
     def execute(self, context):
         SESSION.disconnect(stop_engine=True)
-        pump.drain(context)
+        pump.refresh(context)
         return {"FINISHED"}
 
 

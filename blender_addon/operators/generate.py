@@ -2,7 +2,7 @@
 import bpy
 from bpy.props import StringProperty
 
-from .. import job_spec, preferences
+from .. import job_spec, preferences, pump
 from .._protocol_import import protocol
 from ..session import SESSION
 from ._common import explain, parse_overrides
@@ -17,6 +17,7 @@ def submit_job(context, mode: str, overrides_json: str, mesh: bytes = b"", **job
                             mesh=mesh or None, mesh_name="input.glb" if mesh else None)
     SESSION.new_job(mode=mode, prompt=settings.prompt, seed=settings.seed, **job_fields)
     SESSION.send(frame, cfg=preferences.connect_config(context))
+    pump.refresh(context)
     return request
 
 
@@ -62,6 +63,7 @@ class VSDREAM_OT_cancel(bpy.types.Operator):
     def execute(self, context):
         SESSION.send(protocol.cancel(SESSION.job.job_id))
         SESSION.job.state = "CANCELLING"
+        pump.refresh(context)
         return {"FINISHED"}
 
 

@@ -81,6 +81,7 @@ class VSDREAM_OT_reattach(_HistoryOp, bpy.types.Operator):
                               auto_import=unfinished)
         SESSION.send(protocol.attach(item.job_id, from_seq=0, previews=True),
                      cfg=preferences.connect_config(context))
+        pump.refresh(context)
         return {"FINISHED"}
 
 

@@ -1,0 +1,167 @@
+"""The add-on driving the real engine server subprocess (cpu-smoke preset, analytic prior).
+
+Each test pumps the session the way Blender's timer would (timers do not fire under the bpy
+module) and looks only at what a user sees: panel state, the preview image, imported objects.
+"""
+from __future__ import annotations
+
+import json
+import math
+import socket
+
+import pytest
+
+bpy = pytest.importorskip("bpy")
+
+from addon_helpers import ADDON, addon, local_engine, pump_until  # noqa: E402,F401
+
+TINY = {"nerf": {"steps": 40, "preview_every": 10, "checkpoint_every": 20},
+        "geometry": {"steps": 10, "preview_every": 5, "checkpoint_every": 10},
+        "texture": {"steps": 10, "preview_every": 5, "checkpoint_every": 10},
+        "export": {"texture_size": 256, "face_target": 3000}}
+LONG = {"nerf": {"steps": 100000, "preview_every": 5, "checkpoint_every": 10}}
+
+
+def _rt():
+    return bpy.context.window_manager.vsdream
+
+
+def _session():
+    from blender_addon.session import SESSION
+    return SESSION
+
+
+def _reference_scene_settings(prompt: str = "") -> None:
+    """What a user sets for the analytic reference scene: its preset, prior and camera range."""
+    s = bpy.context.scene.vsdream
+    s.prompt, s.preset, s.prior, s.texture_size = prompt, "cpu-smoke", "analytic:marker", "256"
+    s.distance_max, s.distance_min = 2.6, 2.2
+    s.fov_max, s.fov_min = math.radians(50.0), math.radians(40.0)
+
+
+def _terminal() -> bool:
+    return _rt().job_state in ("DONE", "FAILED", "CANCELLED")
+
+
+def _marker_centre(obj):
+    """World-space centre of the faces whose baked colour is the marker's magenta (None if none)."""
+    mat = obj.active_material
+    img = next(n.image for n in mat.node_tree.nodes if n.type == "TEX_IMAGE" and n.image)
+    w, h = img.size
+    px = [0.0] * (w * h * 4)
+    img.pixels.foreach_get(px)
+    mesh, uv = obj.data, obj.data.uv_layers.active.data
+    hits = []
+    for poly in mesh.polygons:
+        u = sum(uv[i].uv[0] for i in poly.loop_indices) / poly.loop_total
+        v = sum(uv[i].uv[1] for i in poly.loop_indices) / poly.loop_total
+        x, y = min(w - 1, max(0, int(u * w))), min(h - 1, max(0, int(v * h)))
+        r, g, b = px[4 * (y * w + x):4 * (y * w + x) + 3]
+        if r > 0.45 and b > 0.35 and g < 0.3 and r - g > 0.3:
+            hits.append(obj.matrix_world @ poly.center)
+    if not hits:
+        return None
+    return sum(hits, type(hits[0])()) / len(hits), len(hits)
+
+
+def test_generate_end_to_end(addon):
+    local_engine()
+    _reference_scene_settings()
+    bpy.context.scene.cursor.location = (3.0, 0.0, 0.0)
+    assert bpy.ops.vsdream.generate(overrides=json.dumps(TINY)) == {"FINISHED"}
+    assert _rt().engine_state == "STARTING" and _rt().job_state == "SUBMITTING"  # returned at once
+    assert pump_until(_terminal, 240), (_rt().job_state, _rt().stage, _rt().step)
+    rt = _rt()
+    assert rt.job_state == "DONE", f"{rt.error_code}: {rt.error_message}"
+    assert rt.preview_frames >= 2
+    img = bpy.data.images["VSDream Preview"]
+    px = [0.0] * (img.size[0] * img.size[1] * 4)
+    img.pixels.foreach_get(px)
+    assert max(px[0::4]) - min(px[0::4]) > 0.1  # a real render, not a blank image
+    coll = bpy.data.collections["VSDream"]
+    objs = [o for o in coll.objects if o.get("vsdream_job_id") == rt.job_id]
+    assert len(objs) == 1 and rt.imported == objs[0].name
+    obj = objs[0]
+    assert obj.name.startswith("VSDream reference scene")
+    assert obj["vsdream_run_dir"] == _session().job.run_dir and obj["vsdream_seed"] == 0
+    assert tuple(obj.location) == pytest.approx((3.0, 0.0, 0.0), abs=1e-4)
+    assert obj.type == "MESH" and obj.active_material is not None
+    assert any(n.type == "TEX_IMAGE" and n.image for n in obj.active_material.node_tree.nodes)
+    found = _marker_centre(obj)
+    assert found is not None, "no magenta marker texels on the imported mesh"
+    centre, n = found
+    rel = centre - obj.location
+    assert rel.y < -0.1 and abs(rel.x) < 0.2, (tuple(rel), n)  # the front marker faces −Y
+    # the history lists the finished job
+    assert any(i.job_id == rt.job_id and i.status == "done" for i in rt.history)
+
+
+def test_cancel_mid_job(addon):
+    local_engine()
+    _reference_scene_settings()
+    bpy.ops.vsdream.generate(overrides=json.dumps(LONG))
+    assert pump_until(lambda: _rt().step >= 5, 120), (_rt().job_state, _rt().error_message)
+    assert bpy.ops.vsdream.cancel.poll() and not bpy.ops.vsdream.generate.poll()
+    assert bpy.ops.vsdream.cancel() == {"FINISHED"}
+    assert pump_until(_terminal, 60)
+    assert _rt().job_state == "CANCELLED" and _rt().engine_state in ("READY", "BUSY")
+    assert bpy.ops.vsdream.generate.poll()  # a new job can start
+
+
+def test_engine_killed_mid_job_then_start_engine_recovers(addon):
+    local_engine()
+    _reference_scene_settings()
+    bpy.ops.vsdream.generate(overrides=json.dumps(LONG))
+    assert pump_until(lambda: _rt().step >= 5, 120), (_rt().job_state, _rt().error_message)
+    _session().engine.proc.kill()  # the engine dies (crash, OOM killer, user kill)
+    assert pump_until(lambda: _rt().engine_state == "ERROR", 30)
+    rt = _rt()
+    assert rt.job_state == "FAILED" and "Start engine" in rt.error_message
+    assert "engine stopped" in rt.engine_message and rt.log_path.endswith("engine.log")
+    assert bpy.ops.vsdream.start_engine.poll()
+    bpy.ops.vsdream.start_engine()
+    assert pump_until(lambda: _rt().engine_state == "READY", 60), _rt().engine_message
+    assert bpy.ops.vsdream.generate.poll()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_no_engine_reachable_gives_a_clear_message(addon, capfd):
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    prefs.connection_mode, prefs.remote_port, prefs.remote_token = "REMOTE", _free_port(), "x"
+    _reference_scene_settings()
+    bpy.ops.vsdream.generate()
+    assert pump_until(lambda: _rt().engine_state == "ERROR", 20)
+    rt = _rt()
+    assert rt.engine_message.startswith(f"No engine reachable at 127.0.0.1:{prefs.remote_port}")
+    assert rt.job_state == "FAILED" and rt.error_code == "engine_unavailable"
+    # local mode with a wrong interpreter path says what to fix
+    prefs.connection_mode, prefs.engine_python = "LOCAL", "/no/such/python"
+    bpy.ops.vsdream.start_engine()
+    assert pump_until(lambda: _rt().engine_state == "ERROR", 20)
+    assert "engine Python not found" in _rt().engine_message and "preferences" in _rt().engine_message
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_retexture_selected_cube(addon):
+    local_engine()
+    _reference_scene_settings()
+    bpy.ops.mesh.primitive_cube_add(size=1.0, location=(0.0, 0.0, 0.0))
+    cube = bpy.context.active_object
+    old = bpy.data.materials.new("Original")
+    cube.data.materials.append(old)
+    n_verts, mesh = len(cube.data.vertices), cube.data
+    assert bpy.ops.vsdream.retexture.poll()
+    assert bpy.ops.vsdream.retexture(overrides=json.dumps(TINY)) == {"FINISHED"}
+    assert pump_until(_terminal, 240), (_rt().job_state, _rt().stage, _rt().step)
+    assert _rt().job_state == "DONE", f"{_rt().error_code}: {_rt().error_message}"
+    assert bpy.data.objects.get(cube.name) is cube and cube.data is mesh
+    assert len(cube.data.vertices) == n_verts
+    mat = cube.active_material
+    assert mat is not None and mat != old and mat.name.startswith("VSDream")
+    assert any(n.type == "TEX_IMAGE" and n.image for n in mat.node_tree.nodes)
+    assert old.use_fake_user and bpy.data.materials.get("Original") is old  # kept in the file
