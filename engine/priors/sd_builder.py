@@ -124,3 +124,18 @@ def build_random(name: str, device: torch.device, dtype: torch.dtype, with_vae: 
     return SDComponents(name, family, cast(unet, device, dtype),
                         cast(vae, device, dtype) if vae is not None else None, schedule, prediction,
                         load_text_encoder)
+
+
+def write_folder(name: str, folder: Path) -> Path:
+    """Save a random build as a diffusers-format folder (what `--model PATH` reads)."""
+    folder = Path(folder)
+    model = build_random(name, torch.device("cpu"), torch.float32, with_vae=True)
+    model.unet.save_pretrained(folder / "unet")
+    model.vae.save_pretrained(folder / "vae")
+    (folder / "scheduler").mkdir(parents=True, exist_ok=True)
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(
+        {"_class_name": "DDIMScheduler", **_SCHEDULER, "prediction_type": model.prediction_type}), encoding="utf-8")
+    tokenizer, encoder = model.load_text_encoder()
+    tokenizer.save_pretrained(folder / "tokenizer")
+    encoder.save_pretrained(folder / "text_encoder")
+    return folder

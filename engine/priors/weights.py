@@ -89,7 +89,7 @@ def download(model_id: str) -> Path:
     except Exception as exc:  # network, auth, unknown repo: say which and how to retry
         raise WeightsMissing(
             f"could not download '{model_id}' into {cache} ({type(exc).__name__}: {exc})",
-            hint=f"check the model id and your connection (gated models need `huggingface-cli login`), "
+            hint=f"check the model id and your connection (gated models need `hf auth login`), "
                  f"then run: {fetch_command(model_id)}") from exc
     if missing_files(folder):
         raise WeightsMissing(f"'{model_id}' has no diffusers UNet/scheduler (missing {missing_files(folder)})",

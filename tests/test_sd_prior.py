@@ -1,0 +1,215 @@
+"""The Stable Diffusion prior on random-weight tiny models: real diffusers/peft code, no downloads."""
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+import torch
+
+from engine.cameras import CameraSampler
+from engine.diffusion import NoiseSchedule
+from engine.errors import WeightsMissing, error_code
+from engine.priors.base import Conditioning
+from engine.priors.registry import load_prior
+from engine.priors.sd import StableDiffusionPrior
+from engine.priors.sd_builder import build_random, write_folder
+from engine.priors.sd_lora import adapters_off, camera_vector
+from engine.spec import JobSpec
+
+CPU = torch.device("cpu")
+PROMPT = "a wooden chair"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_caches(tmp_path, monkeypatch):
+    """Text-embedding cache and HF cache in temp folders; never the network."""
+    monkeypatch.setenv("VSDREAM_CACHE", str(tmp_path / "vsdream-cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def _spec(**kw) -> JobSpec:
+    spec = JobSpec(prior="tiny-sd", prompt=PROMPT, **kw)
+    spec.nerf.lr_phi = 1e-2  # large enough that a few steps visibly move a tiny LoRA
+    return spec
+
+
+def _batch(spec: JobSpec, seed: int = 0, b: int = 2):
+    """Latents x0, noisy x_t, t and the conditioning for b random cameras."""
+    gen = torch.Generator().manual_seed(seed)
+    sampler = CameraSampler(spec.camera)
+    cams = sampler.sample(b, 64, gen)
+    cond = Conditioning(cams, spec.prompt, sampler.view_prompts(spec.prompt, cams), spec.negative_prompt)
+    x0 = torch.randn(b, 4, 8, 8, generator=gen)
+    t = torch.tensor([100, 700][:b])
+    x_t = NoiseSchedule.scaled_linear().add_noise(x0, torch.randn(x0.shape, generator=gen), t)
+    return x0, x_t, t, cond
+
+
+@pytest.mark.parametrize("name", ["tiny-sd", "tiny-sd-v"])
+def test_eps_v_conversions_hold_on_the_models_schedule(name):
+    model = build_random(name, CPU, torch.float32, with_vae=False)
+    assert model.prediction_type == ("v_prediction" if name.endswith("-v") else "epsilon")
+    s = model.schedule
+    torch.testing.assert_close(s.alphas_cumprod, NoiseSchedule.scaled_linear().alphas_cumprod)
+    gen = torch.Generator().manual_seed(1)
+    x0, eps = torch.randn(6, 4, 8, 8, generator=gen), torch.randn(6, 4, 8, 8, generator=gen)
+    t = torch.tensor([0, 1, 250, 500, 900, 999])
+    x_t = s.add_noise(x0, eps, t)
+    target = s.target(x0, eps, t, model.prediction_type)  # what ε_φ is trained to output
+    torch.testing.assert_close(s.to_eps(target, x_t, t, model.prediction_type), eps, atol=1e-5, rtol=1e-5)
+    v = s.velocity(x0, eps, t)
+    torch.testing.assert_close(s.v_from_eps(x_t, eps, t), v, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(s.x0_from_eps(x_t, eps, t), x0, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("phi_model", [None, "shared"])
+def test_zero_init_phi_equals_base_model_for_any_camera(phi_model):
+    spec = _spec(phi_model=phi_model)
+    prior = load_prior(spec, CPU)
+    assert isinstance(prior, StableDiffusionPrior) and prior.shares_unet == (phi_model == "shared")
+    phi = prior.make_variational_score(spec.nerf, torch.Generator().manual_seed(0))
+    assert phi.prediction_type == ("epsilon" if phi_model else "v_prediction")
+    assert len(phi.lora) > 0 and all(p.dtype == torch.float32 for p in phi.parameters())
+    for seed in range(3):  # different cameras each time
+        _, x_t, t, cond = _batch(spec, seed)
+        with torch.no_grad(), adapters_off(phi.unet):
+            text = phi._embed([PROMPT]).expand(2, -1, -1)
+            base = phi.unet(x_t, t, encoder_hidden_states=text).sample
+        base_eps = phi.schedule.to_eps(base, x_t, t, phi.prediction_type)
+        torch.testing.assert_close(phi.predict_noise(x_t, t, cond), base_eps, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(phi.predict_noise(x_t, t, cond, use_camera=False), base_eps, atol=1e-6, rtol=1e-6)
+
+
+def _train(phi, opt, x0, cond, gen, steps):
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        loss = phi.training_loss(x0, cond, gen)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def test_training_phi_on_shared_unet_leaves_pretrained_branch_unchanged():
+    spec = _spec(phi_model="shared")
+    prior = load_prior(spec, CPU)
+    phi = prior.make_variational_score(spec.nerf, torch.Generator().manual_seed(0))
+    x0, x_t, t, cond = _batch(spec)
+    pretrained_before = prior.predict_noise(x_t, t, cond, guidance_scale=7.5)
+    phi_before = phi.predict_noise(x_t, t, cond)
+    losses = _train(phi, phi.make_optimizer(), x0, cond, torch.Generator().manual_seed(1), steps=6)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert torch.equal(prior.predict_noise(x_t, t, cond, guidance_scale=7.5), pretrained_before)
+    phi_after = phi.predict_noise(x_t, t, cond)
+    assert (phi_after - phi_before).abs().max() > 1e-3  # the LoRA and camera MLP did learn
+    assert (phi_after - phi.predict_noise(x_t, t, cond, use_camera=False)).abs().max() > 1e-5
+    # CFG: s = 1 is the conditional pass alone; the guided result differs from it
+    assert not torch.equal(prior.predict_noise(x_t, t, cond, 1.0), pretrained_before)
+
+
+def test_phi_state_round_trip_and_resume_continue_identically():
+    spec = _spec()
+    x0, _, _, cond = _batch(spec)
+    prior = load_prior(spec, CPU)
+    phi = prior.make_variational_score(spec.nerf, torch.Generator().manual_seed(0))
+    opt = torch.optim.AdamW(phi.trainable_parameters(), lr=spec.nerf.lr_phi)  # as the stage builds it
+    gen = torch.Generator().manual_seed(5)
+    _train(phi, opt, x0, cond, gen, steps=3)
+    buf = io.BytesIO()
+    torch.save({"phi": phi.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state()}, buf)
+    assert all(k.startswith(("lora.", "camera_mlp.")) for k in phi.state_dict())  # never the UNet
+    reference = _train(phi, opt, x0, cond, gen, steps=2)
+    reference_state = copy.deepcopy(phi.state_dict())
+
+    resumed_prior = load_prior(spec, CPU)  # a fresh process would rebuild everything like this
+    resumed = resumed_prior.make_variational_score(spec.nerf, torch.Generator().manual_seed(99))
+    assert not all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), reference_state.values()))
+    state = torch.load(io.BytesIO(buf.getvalue()), weights_only=False)
+    resumed.load_state_dict(state["phi"])
+    resumed_opt = torch.optim.AdamW(resumed.trainable_parameters(), lr=spec.nerf.lr_phi)
+    resumed_opt.load_state_dict(state["opt"])
+    resumed_gen = torch.Generator()
+    resumed_gen.set_state(state["gen"])
+    assert _train(resumed, resumed_opt, x0, cond, resumed_gen, steps=2) == reference
+    for key, value in reference_state.items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+
+
+def test_second_stage_gets_a_fresh_phi_and_the_old_adapter_is_removed():
+    spec = _spec(phi_model="shared")
+    prior = load_prior(spec, CPU)
+    first = prior.make_variational_score(spec.nerf, torch.Generator().manual_seed(0))
+    second = prior.make_variational_score(spec.texture, torch.Generator().manual_seed(0))
+    assert list(prior.unet.peft_config) == [second.adapter_name] != [first.adapter_name]
+    x0, x_t, t, cond = _batch(spec)
+    _train(second, second.make_optimizer(), x0, cond, torch.Generator().manual_seed(1), steps=1)
+
+
+def test_encode_keeps_gradient_at_render_resolution():
+    prior = load_prior(_spec(), CPU)
+    rgb = torch.rand(2, 64, 64, 3, requires_grad=True)
+    latents = prior.encode(rgb)
+    assert latents.shape == (2, 4, 8, 8) and latents.dtype == torch.float32
+    latents.square().sum().backward()
+    assert rgb.grad is not None and rgb.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="multiple of 8"):
+        prior.encode(torch.rand(1, 60, 60, 3))
+
+
+def test_text_embeddings_are_cached_and_the_encoder_is_not_loaded_again():
+    spec = _spec()
+    first = load_prior(spec, CPU)
+    assert first.text.encoder_loads == 1  # prompt, negative and the four view prompts in one load
+    x0, x_t, t, cond = _batch(spec)
+    eps_first = first.predict_noise(x_t, t, cond, 7.5)
+    phi = first.make_variational_score(spec.nerf, torch.Generator().manual_seed(0))
+    phi.predict_noise(x_t, t, cond)
+    assert first.text.encoder_loads == 1 and phi._embed.encoder_loads == 0  # ε_φ base shares the encoder
+
+    second = load_prior(spec, CPU)
+    assert second.text.encoder_loads == 0
+    assert torch.equal(second.predict_noise(x_t, t, cond, 7.5), eps_first)
+    assert second.text.encoder_loads == 0
+    second.text(["an unseen prompt"])
+    assert second.text.encoder_loads == 1
+
+
+def test_local_folder_model_loads_offline(tmp_path):
+    folder = write_folder("tiny-sd", tmp_path / "my-sd")
+    spec = JobSpec(prior="sd", prompt=PROMPT, model=str(folder), phi_model="shared")
+    prior = load_prior(spec, CPU)
+    reference = load_prior(_spec(phi_model="shared"), CPU)
+    _, x_t, t, cond = _batch(spec)
+    torch.testing.assert_close(prior.predict_noise(x_t, t, cond, 7.5), reference.predict_noise(x_t, t, cond, 7.5))
+    assert str(folder) in prior.describe()
+
+
+def test_offline_without_weights_names_model_cache_and_fetch_command(tmp_path):
+    with pytest.raises(WeightsMissing) as info:
+        load_prior(JobSpec(prior="sd", prompt=PROMPT), CPU)
+    text = str(info.value)
+    assert "stabilityai/stable-diffusion-2-1-base" in text
+    assert "vsdream models fetch stabilityai/stable-diffusion-2-1-base" in text
+    assert str(tmp_path / "hf-home" / "hub") in text
+    assert error_code(info.value)[0] == "weights_missing"
+    # the ε_φ base is checked up front too, not after hours of stage 1
+    folder = write_folder("tiny-sd", tmp_path / "my-sd")
+    with pytest.raises(WeightsMissing) as info:
+        load_prior(JobSpec(prior="sd", prompt=PROMPT, model=str(folder)), CPU)
+    assert "'stabilityai/stable-diffusion-2-1'" in str(info.value)
+    assert str(info.value).endswith("vsdream models fetch stabilityai/stable-diffusion-2-1")
+    with pytest.raises(WeightsMissing, match="no model folder"):
+        load_prior(JobSpec(prior="sd", prompt=PROMPT, model=str(tmp_path / "nowhere")), CPU)
+
+
+def test_models_cli_offline(capsys):
+    from engine.models_cli import main
+    assert main(["fetch", "stabilityai/stable-diffusion-2-1-base"]) == 1
+    assert "vsdream models fetch stabilityai/stable-diffusion-2-1-base" in capsys.readouterr().err
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "missing" in out and "stabilityai/stable-diffusion-2-1" in out
