@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 from . import protocol as P
 from .job import Job
 from .outbox import Outbox, coalesce_key
-from .preview_store import load_preview
 
 if TYPE_CHECKING:
     from .app import Server
 
 log = logging.getLogger("vsdream.server")
 PRE_AUTH_MAX_HEADER = 64 << 10
+WRITE_BUFFER_HIGH = 1 << 20  # bytes queued in the transport before the writer waits (about one 512² frame)
 _CLOSE = object()
 
 
@@ -37,6 +37,7 @@ class Connection:
         self.authed = False
         self.closing = False
         self.peer = writer.get_extra_info("peername")
+        writer.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
 
     # -------------------------------------------------------------- outbox
     def deliver(self, frame: P.Frame) -> None:
@@ -92,7 +93,7 @@ class Connection:
             if ev.get("type") == "preview":
                 if not r.previews:
                     continue
-                payload = await asyncio.to_thread(load_preview, r.job.run.root, ev)
+                payload = await self.server.manager.previews.load(r.job.id, r.job.run.root, ev)
                 if payload is None:  # files deleted by hand: say so instead of sending a broken frame
                     ev = {"type": "log", "job_id": ev["job_id"], "seq": ev["seq"], "time": ev["time"],
                           "level": "warning", "message": f"preview {ev.get('file')} is missing from the run folder"}
@@ -103,16 +104,14 @@ class Connection:
     async def serve(self) -> None:
         writer_task = None
         try:
-            pending = await self._authenticate()
-            if pending is None:
+            hello = await self._authenticate()
+            if hello is None:
                 return
             writer_task = asyncio.create_task(self.writer_loop())
             self.frames.max_header, self.frames.max_payload = P.MAX_HEADER_BYTES, P.MAX_PAYLOAD_BYTES
-            self.deliver(P.reply("welcome", pending[0], protocol=P.PROTOCOL_VERSION,
+            self.deliver(P.reply("welcome", hello, protocol=P.PROTOCOL_VERSION,
                                  version=self.server.version, server_pid=self.server.pid,
                                  devices=self.server.manager.devices, runs_dir=str(self.server.config.runs_dir)))
-            for frame in pending[1:]:
-                await self._dispatch(frame)
             while not self.closing:
                 for frame in await self._read_frames():
                     await self._dispatch(frame)
@@ -138,8 +137,11 @@ class Connection:
                 await asyncio.gather(writer_task, return_exceptions=True)
             self.server.connections.discard(self)
 
-    async def _read_frames(self) -> list[P.Frame]:
+    async def _read_frames(self, limit: int | None = None) -> list[P.Frame]:
         """At least one frame; EOFError at a clean end; FrameError on a cut-off or stuck frame."""
+        frames = self.frames.feed(b"", limit)  # frames already buffered come first
+        if frames:
+            return frames
         while True:
             timeout = self.server.config.frame_timeout_s if self.frames.buffered else None
             try:
@@ -150,15 +152,15 @@ class Connection:
             if not data:
                 self.frames.eof()
                 raise EOFError
-            frames = self.frames.feed(data)
+            frames = self.frames.feed(data, limit)
             if frames:
                 return frames
 
-    async def _authenticate(self) -> list[P.Frame] | None:
-        """[hello, frames sent right after it...] once the token matches; None after a refusal."""
+    async def _authenticate(self) -> P.Frame | None:
+        """The hello once its token matches (frames behind it stay buffered); None after a refusal."""
         limit = self.server.config.hello_timeout_s
         try:
-            frames = await asyncio.wait_for(self._read_frames(), limit)
+            frames = await asyncio.wait_for(self._read_frames(limit=1), limit)
         except asyncio.TimeoutError:
             await self._refuse(f"no hello within {limit:g} s")
             return None
@@ -176,7 +178,7 @@ class Connection:
                                code="protocol_mismatch")
             return None
         self.authed = True
-        return frames
+        return hello
 
     async def _refuse(self, why: str, code: str = "unauthorized") -> None:
         log.info("refused %s: %s", self.peer, why)

@@ -23,7 +23,7 @@ from engine.run_dir import RunDir
 
 from .job import RESUMABLE, Job
 from .paths import resolve_inside
-from .preview_store import store_preview
+from .preview_store import PreviewStore
 from .protocol import ERROR_HINTS, TERMINAL_EVENTS, Frame, ProtocolError, problem
 from .worker_handle import WorkerHandle
 
@@ -50,6 +50,7 @@ class JobManager:
         self._inbox: asyncio.Queue[tuple[WorkerHandle, tuple]] = asyncio.Queue()
         self._crash_backoff = [0.0] * len(devices)
         self._tasks: set[asyncio.Task] = set()
+        self.previews = PreviewStore()
 
     # ------------------------------------------------------------------ start
     def start(self, resume_unfinished: bool = False) -> None:
@@ -185,6 +186,8 @@ class JobManager:
                 await self._on_worker(worker, msg)
             except Exception:  # a bad event must not stop the pump
                 log.exception("handling worker message %r failed", msg[0])
+            # let client writers run between events: coalescing then happens only under real back-pressure
+            await asyncio.sleep(0)
 
     async def _on_worker(self, worker: WorkerHandle, msg: tuple) -> None:
         kind = msg[0]
@@ -240,7 +243,7 @@ class JobManager:
             header = {"type": kind, "job_id": job.id, "seq": job.last_seq + 1, "time": time.time()}
             header.update((k, v) for k, v in _finite(fields).items() if k not in header)
             if kind == "preview" and payload:
-                header.update(await asyncio.to_thread(store_preview, job.run.root, header, payload))
+                header.update(self.previews.store(job.id, job.run.root, header, payload))
             job.log.append(header, sync=kind in TERMINAL_EVENTS)
             job.apply(header)
             if kind in TERMINAL_EVENTS:
@@ -265,6 +268,7 @@ class JobManager:
         await asyncio.to_thread(_join_all, workers)
         for job in self.jobs.values():
             job.log.close()
+        await asyncio.to_thread(self.previews.close)
 
 
 def _join_all(workers: list[WorkerHandle], timeout: float = 10.0) -> None:

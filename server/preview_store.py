@@ -2,11 +2,14 @@
 
 The engine already writes a lossless PNG of each RGB preview and names it in the event's `path`;
 when it did, events.jsonl references that file. Otherwise (normal maps, other job sources) the
-server writes its own PNGs. Either way replay decodes them back to the exact 8-bit RGB bytes.
+server writes its own PNGs — off the event path, so delivery never waits for an encoder; until a
+write lands, the bytes are served from memory. Replay decodes the PNGs back to the exact RGB bytes.
 """
 from __future__ import annotations
 
+import asyncio
 import io
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +19,32 @@ from engine.run_dir import atomic_write_bytes
 
 from .paths import resolve_inside
 
+Write = tuple[str, int, int, bytes]  # (path relative to the run folder, width, height, rgb)
 
-def store_preview(root: Path, header: dict[str, Any], payload: bytes) -> dict[str, str]:
-    """Files to record in the event line: {"file": rel, ["normal_file": rel]} (paths relative to root)."""
+
+def plan_preview(root: Path, header: dict[str, Any], payload: bytes) -> tuple[dict[str, str], list[Write]]:
+    """Files to record in the event line ({"file": rel[, "normal_file": rel]}) and the PNGs still to write."""
     w, h = int(header["width"]), int(header["height"])
     n_rgb, n_normal = int(header.get("rgb_bytes", 0)), int(header.get("normal_bytes") or 0)
-    out: dict[str, str] = {}
+    files: dict[str, str] = {}
+    writes: list[Write] = []
     engine_png = resolve_inside(root, header.get("path"))
     if engine_png is not None and engine_png.is_file():
-        out["file"] = engine_png.relative_to(root.resolve()).as_posix()
-    else:
-        out["file"] = _write_png(root, f"previews/ev-{header['seq']:08d}.png", w, h, payload[:n_rgb])
+        files["file"] = engine_png.relative_to(Path(root).resolve()).as_posix()
+    elif n_rgb:
+        files["file"] = f"previews/ev-{header['seq']:08d}.png"
+        writes.append((files["file"], w, h, payload[:n_rgb]))
     if n_normal:
-        out["normal_file"] = _write_png(root, f"previews/ev-{header['seq']:08d}-normal.png", w, h,
-                                        payload[n_rgb:n_rgb + n_normal])
-    return out
+        files["normal_file"] = f"previews/ev-{header['seq']:08d}-normal.png"
+        writes.append((files["normal_file"], w, h, payload[n_rgb:n_rgb + n_normal]))
+    return files, writes
+
+
+def write_pngs(root: Path, writes: list[Write]) -> None:
+    for rel, w, h, rgb in writes:
+        buf = io.BytesIO()
+        Image.frombytes("RGB", (w, h), rgb).save(buf, format="PNG", compress_level=1)
+        atomic_write_bytes(Path(root) / rel, buf.getvalue())
 
 
 def load_preview(root: Path, header: dict[str, Any]) -> bytes | None:
@@ -51,8 +65,28 @@ def load_preview(root: Path, header: dict[str, Any]) -> bytes | None:
     return b"".join(parts)
 
 
-def _write_png(root: Path, rel: str, w: int, h: int, rgb: bytes) -> str:
-    buf = io.BytesIO()
-    Image.frombytes("RGB", (w, h), rgb).save(buf, format="PNG", compress_level=1)
-    atomic_write_bytes(root / rel, buf.getvalue())
-    return rel
+class PreviewStore:
+    """Ordered background PNG writes plus the in-memory bytes of frames not yet on disk."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preview-png")
+        self._pending: dict[tuple[str, int], bytes] = {}
+
+    def store(self, job_id: str, root: Path, header: dict[str, Any], payload: bytes) -> dict[str, str]:
+        files, writes = plan_preview(root, header, payload)
+        if writes:
+            key = (job_id, int(header["seq"]))
+            self._pending[key] = payload
+            loop = asyncio.get_running_loop()
+            future = self._pool.submit(write_pngs, root, writes)
+            future.add_done_callback(lambda _f: loop.call_soon_threadsafe(self._pending.pop, key, None))
+        return files
+
+    async def load(self, job_id: str, root: Path, header: dict[str, Any]) -> bytes | None:
+        pending = self._pending.get((job_id, int(header.get("seq", 0))))
+        if pending is not None:
+            return pending
+        return await asyncio.to_thread(load_preview, root, header)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)

@@ -145,48 +145,68 @@ def decode_header(raw: bytes) -> dict[str, Any]:
 class FrameReader:
     """Incremental decoder: feed() it whatever recv() returned, get complete frames back.
 
-    Raises FrameError (fatal) on an oversized or malformed frame; `max_payload` can be lowered,
-    e.g. to 0 before authentication so a stranger cannot make the server buffer 256 MiB."""
+    Raises FrameError (fatal) on an oversized or malformed frame — after first returning the good
+    frames that came before it in the stream. `max_payload` can be lowered, e.g. to 0 before
+    authentication so a stranger cannot make the server buffer 256 MiB; `limit` stops after that
+    many frames so the limits can change before the rest of the buffer is parsed (feed(b"") later)."""
 
     def __init__(self, max_header: int = MAX_HEADER_BYTES, max_payload: int = MAX_PAYLOAD_BYTES):
         self.max_header, self.max_payload = max_header, max_payload
         self._buf = bytearray()
         self._header: dict[str, Any] | None = None
         self._need = 0
+        self._error: FrameError | None = None
 
     @property
     def buffered(self) -> int:
-        """Bytes of an incomplete frame held so far (0 at a frame boundary)."""
+        """Bytes held that do not yet form a returned frame (0 at a frame boundary)."""
         return len(self._buf) + (PREFIX.size if self._header is not None else 0)
 
-    def feed(self, data: bytes) -> list[Frame]:
+    def feed(self, data: bytes = b"", limit: int | None = None) -> list[Frame]:
+        if self._error is not None:
+            raise self._error
         self._buf += data
         frames: list[Frame] = []
-        while True:
-            if self._header is None:
-                if len(self._buf) < PREFIX.size:
+        try:
+            while limit is None or len(frames) < limit:
+                frame = self._next()
+                if frame is None:
                     break
-                (n,) = PREFIX.unpack_from(self._buf)
-                if n == 0 or n > self.max_header:
-                    raise FrameError(f"declared header length {n} is outside 1..{self.max_header}")
-                if len(self._buf) < PREFIX.size + n:
-                    break
-                header = decode_header(bytes(self._buf[PREFIX.size:PREFIX.size + n]))
-                size = header.get("payload_bytes", 0)
-                if size > self.max_payload:
-                    raise FrameError(f"declared payload of {size} bytes exceeds {self.max_payload}")
-                del self._buf[:PREFIX.size + n]
-                self._header, self._need = header, size
-            if len(self._buf) < self._need:
-                break
-            payload = bytes(self._buf[:self._need])
-            del self._buf[:self._need]
-            frames.append(Frame(self._header, payload))
-            self._header, self._need = None, 0
+                frames.append(frame)
+        except FrameError as exc:
+            if not frames:
+                raise
+            self._error = exc  # deliver the good frames first; the error comes with the next call
         return frames
+
+    def _next(self) -> Frame | None:
+        if self._header is None:
+            if len(self._buf) < PREFIX.size:
+                return None
+            (n,) = PREFIX.unpack_from(self._buf)
+            if n == 0 or n > self.max_header:
+                raise FrameError(f"declared header length {n} is outside 1..{self.max_header}")
+            if len(self._buf) < PREFIX.size + n:
+                return None
+            header = decode_header(bytes(self._buf[PREFIX.size:PREFIX.size + n]))
+            size = header.get("payload_bytes", 0)
+            if size > self.max_payload:
+                raise FrameError(f"declared payload of {size} bytes exceeds {self.max_payload}")
+            del self._buf[:PREFIX.size + n]
+            self._header, self._need = header, size
+        if len(self._buf) < self._need:
+            return None
+        with memoryview(self._buf) as view:
+            payload = bytes(view[:self._need])
+        del self._buf[:self._need]
+        frame = Frame(self._header, payload)
+        self._header, self._need = None, 0
+        return frame
 
     def eof(self) -> None:
         """Call at end of stream: raises FrameError when a frame was cut off."""
+        if self._error is not None:
+            raise self._error
         if self.buffered:
             raise FrameError(f"connection closed inside a frame ({self.buffered} bytes pending)")
 

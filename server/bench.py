@@ -1,0 +1,175 @@
+"""`vsdream bench server [--json]`: ping latency, preview throughput, and the server's overhead on a job.
+
+Goals (issue 5): ping p99 < 5 ms; ≥ 60 preview frames/s of 512² RGB delivered to a client over
+loopback; a cpu-smoke job through the server within 3% of calling the engine directly.
+
+The preview figure uses `preview_flood`, a job function that emits frames as fast as the pipe
+takes them (the real engine makes previews far slower), so it measures the server path itself:
+worker pipe → events.jsonl + preview PNG → outbox → socket → client decode.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from . import protocol as P
+from .launcher import ServerProcess
+
+SMOKE_OVERRIDES = {"geometry": {"enabled": False}, "texture": {"enabled": False}, "export": {"enabled": False}}
+
+
+def preview_flood(spec: Any, run_dir: Path, emit: Callable[[Any], None], should_stop: Callable[[], bool]) -> dict:
+    """A job function (the worker's --job-fn) that sends nerf.steps preview frames back to back.
+
+    Frame size = the first entry of nerf.resolution_schedule; each frame differs (its index is
+    stamped into the first pixels) so clients can tell them apart. With prompt "engine-png" the
+    events name a PNG already on disk, as the real engine's do (it writes one per preview), so the
+    server stores a reference; otherwise the server encodes and writes every frame itself."""
+    from engine.errors import JobCancelled
+    from engine.events import Preview, Progress, StageStarted
+
+    n, size = spec.nerf.steps, spec.nerf.resolution_schedule[0][1]
+    row = bytes((x * 255 // max(size - 1, 1)) for x in range(size) for _ in range(3))
+    base = row * size
+    path = None
+    if spec.prompt == "engine-png":
+        from .preview_store import write_pngs
+        write_pngs(run_dir, [("previews/flood.png", size, size, base)])
+        path = str(Path(run_dir) / "previews" / "flood.png")
+    emit(StageStarted("flood", n))
+    for i in range(n):
+        if should_stop():
+            raise JobCancelled("flood", i, None)
+        emit(Progress("flood", i + 1, n))
+        emit(Preview("flood", i + 1, size, size, i.to_bytes(4, "big") + base[4:], path=path))
+    return {"frames": n}
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def bench_ping(chan: P.Channel, n: int) -> dict[str, float]:
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        chan.request(P.ping(nonce=i, id=i), timeout=10)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return {"count": n, "p50_ms": _pct(times, 0.5), "p99_ms": _pct(times, 0.99), "max_ms": max(times)}
+
+
+def bench_previews(chan: P.Channel, frames: int, size: int, engine_png: bool = True) -> dict[str, Any]:
+    overrides = {"nerf": {"steps": frames, "resolution_schedule": [[0, size]]}, **SMOKE_OVERRIDES,
+                 "prompt": "engine-png" if engine_png else ""}
+    chan.send(P.submit(preset="cpu-smoke", overrides=overrides))
+    stamps, times, nbytes, state = [], [], 0, None
+    for frame in chan.frames(timeout=120):
+        if frame.type == "preview":
+            times.append(time.perf_counter())
+            stamps.append(int.from_bytes(frame.payload[:4], "big"))
+            nbytes += len(frame.payload)
+        elif frame.type in P.TERMINAL_EVENTS:
+            state = frame.type
+            break
+    span = times[-1] - times[0] if len(times) > 1 else float("nan")
+    return {"size": size, "emitted": frames, "delivered": len(times), "state": state,
+            "fps": (len(times) - 1) / span if span > 0 else float("nan"),
+            "mb_per_s": nbytes / 2**20 / span if span > 0 else float("nan"),
+            "in_order": stamps == sorted(stamps)}
+
+
+def _direct_run(overrides_json: str, run_dir: str) -> None:
+    """Child-process body for the direct timing: import first, then time run_job alone."""
+    from engine.pipeline import run_job
+    from engine.presets import make_spec
+    spec = make_spec("cpu-smoke", json.loads(overrides_json))
+    t0 = time.perf_counter()
+    run_job(spec, Path(run_dir), lambda ev: None, lambda: False)
+    print(json.dumps({"seconds": time.perf_counter() - t0}))
+
+
+def time_direct(overrides: dict, run_dir: Path) -> float:
+    out = subprocess.run([sys.executable, "-m", "server.bench", "--direct-run", json.dumps(overrides), str(run_dir)],
+                         capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent)
+    return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
+
+
+def time_served(overrides: dict, runs_dir: Path, device: str) -> float:
+    with ServerProcess(runs_dir, "--device", device) as srv:
+        chan = srv.connect()
+        srv.wait_workers_ready(chan)
+        t0 = time.perf_counter()
+        chan.send(P.submit(preset="cpu-smoke", overrides=overrides, previews=False))
+        for frame in chan.frames(timeout=3600):
+            if frame.type in P.TERMINAL_EVENTS:
+                if frame.type != "done":
+                    raise RuntimeError(f"served job ended {frame.type}: {frame.get('message')}")
+                return time.perf_counter() - t0
+        raise RuntimeError("server closed the connection before the job ended")
+
+
+def bench_overhead(steps: int, repeats: int, device: str, tmp: Path) -> dict[str, Any]:
+    overrides = {"nerf": {"steps": steps}, "device": device, **SMOKE_OVERRIDES}
+    direct, served = [], []
+    for r in range(repeats):  # interleaved, so drift in machine load hits both alike
+        direct.append(time_direct(overrides, tmp / f"direct-{r}"))
+        served.append(time_served(overrides, tmp / f"served-{r}", device))
+    d, s = statistics.median(direct), statistics.median(served)
+    return {"steps": steps, "repeats": repeats, "direct_s": direct, "served_s": served,
+            "overhead_pct": 100.0 * (s - d) / d}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="vsdream bench server", description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--pings", type=int, default=2000)
+    ap.add_argument("--frames", type=int, default=300, help="preview frames to stream")
+    ap.add_argument("--size", type=int, default=512, help="preview width = height")
+    ap.add_argument("--steps", type=int, default=100, help="stage-1 steps of the cpu-smoke overhead job")
+    ap.add_argument("--repeats", type=int, default=2, help="overhead runs each way (median)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--skip-overhead", action="store_true")
+    ap.add_argument("--direct-run", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.direct_run:
+        _direct_run(*args.direct_run)
+        return 0
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="vsdream-bench-") as tmp:
+        with ServerProcess(Path(tmp) / "flood", "--job-fn", "server.bench:preview_flood") as srv:
+            chan = srv.connect()
+            srv.wait_workers_ready(chan)
+            out["ping"] = bench_ping(chan, args.pings)
+            out["preview"] = bench_previews(chan, args.frames, args.size)
+            out["preview_server_png"] = bench_previews(chan, args.frames, args.size, engine_png=False)
+            chan.close()
+        if not args.skip_overhead:
+            out["overhead"] = bench_overhead(args.steps, args.repeats, args.device, Path(tmp))
+    out["goals"] = {"ping_p99_ms<5": out["ping"]["p99_ms"] < 5.0, "preview_fps>=60": out["preview"]["fps"] >= 60}
+    if "overhead" in out:
+        out["goals"]["overhead_pct<=3"] = out["overhead"]["overhead_pct"] <= 3.0
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        p = out["ping"]
+        print(f"ping      p50 {p['p50_ms']:.3f} ms  p99 {p['p99_ms']:.3f} ms  max {p['max_ms']:.2f} ms  ({p['count']})")
+        for key, what in (("preview", "engine wrote the PNG"), ("preview_server_png", "server writes PNGs")):
+            v = out[key]
+            print(f"previews  {v['fps']:.1f} frames/s at {v['size']}² ({v['mb_per_s']:.0f} MiB/s), "
+                  f"{v['delivered']}/{v['emitted']} delivered ({what})")
+        if "overhead" in out:
+            o = out["overhead"]
+            print(f"overhead  {o['overhead_pct']:+.2f}%  direct {o['direct_s']}  served {o['served_s']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
