@@ -1,0 +1,182 @@
+"""Multi-resolution hash-grid encoding (Instant-NGP style) in pure PyTorch, tiny-cuda-nn when present.
+
+Each level l has a grid of resolution res_l = floor(base · growth^l) cells per axis. A point is
+encoded by trilinear interpolation of the features stored at its cell's 8 corners. Coarse levels
+whose (res_l + 1)^3 vertices fit in the table are indexed densely (no collisions); finer levels use
+the usual spatial hash (x·1 ⊕ y·2654435761 ⊕ z·805459861) mod T.
+
+The torch path computes every level at once and gathers the table once; its backward is a single
+1-D `index_add_` (about twice as fast on CPU as autograd through indexing). When the input needs a
+gradient itself (normals from the density gradient) it runs through plain autograd instead.
+
+tiny-cuda-nn (`backend="tcnn"`, or "auto" with tinycudann importable and CUDA available) has the
+same interface, but its level scales, hash and table layout differ from ours: weights do not
+transfer between the two backends.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+PRIMES = (1, 2654435761, 805459861)
+
+
+def level_resolutions(levels: int, base_resolution: int, growth: float) -> list[int]:
+    return [int(math.floor(base_resolution * growth ** lvl)) for lvl in range(levels)]
+
+
+def _tcnn_available() -> bool:
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import tinycudann  # noqa: F401
+    except Exception:  # ImportError, or a build that fails to load its CUDA library
+        return False
+    return True
+
+
+class HashGridEncoding(nn.Module):
+    """(N, 3) points in [-bound, bound]^3 → (N, levels · features_per_level) features."""
+
+    def __init__(self, levels: int, features_per_level: int, log2_table_size: int, base_resolution: int,
+                 growth: float, bound: float = 1.0, gen: torch.Generator | None = None,
+                 backend: str = "auto"):
+        super().__init__()
+        if backend not in ("auto", "torch", "tcnn"):
+            raise ValueError(f"backend = {backend!r}: use 'auto', 'torch' or 'tcnn'")
+        if levels < 1 or features_per_level < 1 or not 1 <= log2_table_size <= 30:
+            raise ValueError(f"levels={levels}, features_per_level={features_per_level}, "
+                             f"log2_table_size={log2_table_size}: need ≥1, ≥1 and 1..30")
+        self.levels, self.features, self.bound = levels, features_per_level, float(bound)
+        self.table_size = 2 ** log2_table_size
+        self.resolutions = level_resolutions(levels, base_resolution, growth)
+        self.output_dim = levels * features_per_level
+        self.backend = "tcnn" if backend == "tcnn" or (backend == "auto" and _tcnn_available()) else "torch"
+        if self.backend == "tcnn":
+            import tinycudann as tcnn
+            self.tcnn = tcnn.Encoding(3, {
+                "otype": "HashGrid", "n_levels": levels, "n_features_per_level": features_per_level,
+                "log2_hashmap_size": log2_table_size, "base_resolution": base_resolution,
+                "per_level_scale": growth})  # tcnn initialises its table uniform ±1e-4 itself
+            return
+        table = torch.empty(features_per_level, levels * self.table_size)  # feature-major: fast gathers
+        nn.init.uniform_(table, -1e-4, 1e-4, generator=gen)
+        self.table = nn.Parameter(table)
+        res = torch.tensor(self.resolutions, dtype=torch.int64)
+        self.register_buffer("_res", res, persistent=False)
+        self.register_buffer("_dense", (res + 1) ** 3 <= self.table_size, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2 or x.shape[-1] != 3:
+            raise ValueError(f"HashGridEncoding expects points of shape (N, 3), got {tuple(x.shape)}")
+        u = ((x + self.bound) / (2 * self.bound)).clamp(0.0, 1.0)
+        if self.backend == "tcnn":
+            if not x.is_cuda:
+                raise RuntimeError("this HashGridEncoding uses tiny-cuda-nn: give it CUDA points, "
+                                   "or build it with backend='torch' for CPU")
+            return self.tcnn(u).float()
+        idx, w = corner_indices_weights(u, self._res, self._dense, self.table_size)
+        if x.requires_grad:  # gradient w.r.t. the points too (normals): plain autograd
+            return gather_features(self.table, idx, w)
+        return _HashGather.apply(self.table, idx, w)
+
+
+def corner_indices_weights(u: torch.Tensor, res: torch.Tensor, dense: torch.Tensor,
+                           table_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat table columns (8, L, N) int32 and trilinear weights (8, L, N) for points u (N, 3) in [0, 1].
+
+    Level-major layout with the corner loop unrolled in Python keeps every op a large contiguous
+    one (broadcasting over tiny trailing dims is several times slower on CPU). Hash products wrap
+    in int32; only the low bits survive the `& (T - 1)`, so the result equals the int64 hash.
+    Corner c = 4·bx + 2·by + bz. Weights carry u's autograd graph.
+    """
+    n_levels, n_dense = res.numel(), int(dense.sum())  # levels ascend, so dense levels form a prefix
+    n = u.shape[0]
+    pos = u.t().unsqueeze(1) * res.view(1, -1, 1).to(u.dtype)  # (3, L, N)
+    c0 = torch.minimum(pos.detach().floor().to(torch.int32), (res - 1).view(1, -1, 1).to(torch.int32))
+    frac = pos - c0.to(pos.dtype)
+    offsets = (torch.arange(n_levels, device=u.device, dtype=torch.int32) * table_size).view(-1, 1)
+    idx = torch.empty(8, n_levels, n, dtype=torch.int32, device=u.device)
+    bits = [(bx, by, bz) for bx in (0, 1) for by in (0, 1) for bz in (0, 1)]
+    if n_dense:
+        s = (res[:n_dense] + 1).to(torch.int32).view(-1, 1)
+        cd = c0[:, :n_dense]
+        base = cd[0] + cd[1] * s + cd[2] * (s * s) + offsets[:n_dense]
+        for c, (bx, by, bz) in enumerate(bits):
+            torch.add(base, bx + by * s + bz * s * s, out=idx[c, :n_dense])
+    if n_dense < n_levels:
+        # (hx ^ hy ^ hz) & m == (hx & m) ^ (hy & m) ^ (hz & m); the level offset sits above m's bits
+        ch, m = c0[:, n_dense:], table_size - 1
+        h = [[(ch[a] + b) * _wrap32(p) & m for b in (0, 1)] for a, p in enumerate(PRIMES)]
+        h[0] = [hx + offsets[n_dense:] for hx in h[0]]
+        hxy = [h[0][bx] ^ h[1][by] for bx in (0, 1) for by in (0, 1)]
+        for c, (bx, by, bz) in enumerate(bits):
+            torch.bitwise_xor(hxy[2 * bx + by], h[2][bz], out=idx[c, n_dense:])
+    wx, wy, wz = ((1.0 - frac[a], frac[a]) for a in range(3))
+    wxy = [wx[bx] * wy[by] for bx in (0, 1) for by in (0, 1)]
+    w = torch.stack([wxy[2 * bx + by] * wz[bz] for bx, by, bz in bits])
+    return idx, w
+
+
+def _wrap32(p: int) -> int:
+    return p - 2 ** 32 if p >= 2 ** 31 else p
+
+
+def gather_features(table: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Σ_corners w · table[:, idx] → (N, L·F) with plain autograd (also w.r.t. w)."""
+    f = table.shape[0]
+    _, n_levels, n = idx.shape
+    cols = [(table[k].index_select(0, idx.reshape(-1)).view_as(w) * w).sum(0) for k in range(f)]
+    return torch.stack(cols, dim=-1).permute(1, 0, 2).reshape(n, n_levels * f)
+
+
+class _HashGather(torch.autograd.Function):
+    """gather_features for a constant w; backward scatters with 1-D index_add_ per feature."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(idx, w)
+        ctx.table_shape = table.shape
+        return gather_features(table, idx, w)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        idx, w = ctx.saved_tensors
+        f, rows = ctx.table_shape
+        _, n_levels, n = idx.shape
+        g = grad_out.reshape(n, n_levels, f).permute(2, 1, 0)  # (F, L, N)
+        flat = idx.reshape(-1)
+        grad_table = torch.zeros(f, rows, dtype=grad_out.dtype, device=grad_out.device)
+        for k in range(f):
+            grad_table[k].index_add_(0, flat, (w * g[k]).reshape(-1))
+        return grad_table, None, None
+
+
+def reference_hash_encode(x: torch.Tensor, table: torch.Tensor, resolutions: list[int], table_size: int,
+                          bound: float = 1.0) -> torch.Tensor:
+    """Slow, loop-by-loop encoding used by tests to check the vectorised one. table: (F, L·T)."""
+    out = []
+    for p in x.tolist():
+        feats = []
+        for lvl, r in enumerate(resolutions):
+            u = [min(max((c + bound) / (2 * bound), 0.0), 1.0) * r for c in p]
+            base = [min(int(math.floor(c)), r - 1) for c in u]
+            acc = torch.zeros(table.shape[0], dtype=table.dtype)
+            for bx in (0, 1):
+                for by in (0, 1):
+                    for bz in (0, 1):
+                        cx, cy, cz = base[0] + bx, base[1] + by, base[2] + bz
+                        if (r + 1) ** 3 <= table_size:
+                            row = cx + cy * (r + 1) + cz * (r + 1) ** 2
+                        else:
+                            row = ((cx * PRIMES[0]) ^ (cy * PRIMES[1]) ^ (cz * PRIMES[2])) % table_size
+                        wt = 1.0
+                        for c, b, lo in zip(u, (bx, by, bz), base):
+                            f = c - lo
+                            wt *= f if b else 1.0 - f
+                        acc = acc + wt * table[:, lvl * table_size + row]
+            feats.append(acc)
+        out.append(torch.cat(feats))
+    return torch.stack(out)

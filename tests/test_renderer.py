@@ -1,0 +1,216 @@
+"""Volume renderer (CPU batched nerfacc path) and occupancy grid against analytic answers."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from engine.cameras import Cameras, make_cameras
+from engine.field import OccupancyGrid, RadianceField
+from engine.presets import cpu_smoke
+from engine.render import render_volume, sphere_intersect
+
+
+class Slab:
+    """Constant density σ where |z| < h, zero elsewhere; albedo depends on position."""
+
+    def __init__(self, sigma: float, h: float):
+        self.sigma, self.h = sigma, h
+
+    def density(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x[:, 2].abs() < self.h, torch.full_like(x[:, 0], self.sigma), torch.zeros_like(x[:, 0]))
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.density(x), (x * 0.3 + 0.5).clamp(0, 1)
+
+
+def looking_down(xy: list[tuple[float, float]], size: int = 1, fov_deg: float = 40.0) -> Cameras:
+    """Cameras at (x, y, 3) looking along −Z; with size 1 the single ray is exactly vertical."""
+    n = len(xy)
+    c2w = torch.eye(4).repeat(n, 1, 1)
+    c2w[:, 0, 3] = torch.tensor([p[0] for p in xy])
+    c2w[:, 1, 3] = torch.tensor([p[1] for p in xy])
+    c2w[:, 2, 3] = 3.0
+    z = torch.zeros(n)
+    return Cameras(c2w, torch.full((n,), math.radians(fov_deg)), z, z, torch.full((n,), 3.0), size, size)
+
+
+def white(cams: Cameras) -> torch.Tensor:
+    return torch.ones(cams.batch, cams.height, cams.width, 3)
+
+
+@pytest.mark.parametrize("seeded", [False, True])
+def test_slab_spanning_the_chord_gives_exact_transmittance(seeded):
+    sigma, radius = 3.0, 1.0
+    offsets = [(0.0, 0.0), (0.3, 0.1), (-0.5, 0.6), (0.9, 0.0)]
+    cams = looking_down(offsets)
+    gen = torch.Generator().manual_seed(0) if seeded else None
+    out = render_volume(Slab(sigma, h=2.0), cams, white(cams), 16, radius, gen=gen)
+    chord = torch.tensor([2 * math.sqrt(radius**2 - x * x - y * y) for x, y in offsets])
+    expected = 1 - torch.exp(-sigma * chord)
+    assert torch.allclose(out.opacity.view(-1), expected, atol=1e-4, rtol=0)
+    # depth of a homogeneous medium: entry + 1/σ − chord·T/(1 − T), T the transmittance
+    t = torch.exp(-sigma * chord)
+    entry = 3.0 - chord / 2
+    depth = entry + 1 / sigma - chord * t / (1 - t)
+    assert torch.allclose(out.depth.view(-1), depth, atol=0.02)
+
+
+@pytest.mark.parametrize("seeded", [False, True])
+def test_thin_slab_aligned_with_bins_gives_exp_minus_sigma_d(seeded):
+    # central ray: chord [−1, 1] in 64 bins of 1/32; the slab |z| < 0.25 covers 16 whole bins
+    cams = looking_down([(0.0, 0.0)])
+    gen = torch.Generator().manual_seed(1) if seeded else None
+    out = render_volume(Slab(5.0, h=0.25), cams, white(cams), 64, 1.0, gen=gen)
+    assert abs(float(out.opacity) - (1 - math.exp(-5.0 * 0.5))) < 1e-4
+
+
+def test_pixels_across_an_image_match_the_analytic_ball():
+    """A slab thicker than the sphere is a homogeneous ball: every pixel's opacity is 1 − e^{−σ·chord}."""
+    cams = looking_down([(0.0, 0.0)], size=8, fov_deg=50.0)
+    out = render_volume(Slab(2.0, h=5.0), cams, white(cams), 32, 1.0)
+    o, d = cams.rays()
+    t0, t1, hit = sphere_intersect(o.reshape(-1, 3), d.reshape(-1, 3), 1.0)
+    expected = torch.where(hit, 1 - torch.exp(-2.0 * (t1 - t0)), torch.zeros_like(t0))
+    assert hit.any() and (~hit).any()
+    assert torch.allclose(out.opacity.view(-1), expected, atol=1e-4, rtol=0)
+
+
+def test_empty_field_returns_the_background_exactly():
+    cams = make_cameras(torch.tensor([0.2, -0.1]), torch.tensor([0.0, 2.0]), torch.tensor([2.4, 1.5]),
+                        torch.tensor([0.8, 0.8]), 6, 5)
+    bg = torch.rand(2, 5, 6, 3, generator=torch.Generator().manual_seed(0))
+    out = render_volume(Slab(0.0, h=5.0), cams, bg, 16, 1.0)
+    assert torch.equal(out.rgb, bg)
+    assert torch.equal(out.opacity, torch.zeros(2, 5, 6, 1)) and torch.equal(out.depth, torch.zeros(2, 5, 6, 1))
+    out = render_volume(Slab(0.0, h=5.0), cams, white(cams), 16, 1.0)
+    assert torch.equal(out.rgb, torch.ones(2, 5, 6, 3))
+
+
+def test_rays_missing_the_sphere_show_background():
+    cams = looking_down([(1.5, 0.0)], size=4, fov_deg=10.0)  # sphere entirely off to the side
+    out = render_volume(Slab(10.0, h=5.0), cams, white(cams) * 0.25, 16, 1.0)
+    assert torch.equal(out.opacity, torch.zeros_like(out.opacity)) and torch.allclose(out.rgb, white(cams) * 0.25)
+
+
+def _blob() -> RadianceField:
+    return RadianceField(cpu_smoke().field, gen=torch.Generator().manual_seed(0), backend="torch")
+
+
+def test_blob_normal_map_points_outward_and_gradients_flow():
+    field = _blob()
+    cams = make_cameras(torch.tensor([0.3]), torch.tensor([0.7]), torch.tensor([2.0]), torch.tensor([0.6]), 12, 12)
+    out = render_volume(field, cams, white(cams), 32, 1.0, gen=torch.Generator().manual_seed(0), want_normals=True)
+    o, d = cams.rays()
+    surface = o + out.depth * d
+    solid = out.opacity[..., 0] > 0.5
+    assert solid.sum() > 10
+    n = torch.nn.functional.normalize(out.normal[solid], dim=-1)
+    outward = torch.nn.functional.normalize(surface[solid], dim=-1)
+    assert (n * outward).sum(-1).min() > 0.9
+    assert out.normal.norm(dim=-1).max() <= out.opacity[..., 0].max() + 1e-5  # Σ wᵢ nᵢ, not renormalised
+    (out.rgb.sum()).backward()
+    assert field.encoding.table.grad.abs().sum() > 0 and field.albedo_net[0].weight.grad.abs().sum() > 0
+    assert field.density_net[0].weight.grad.abs().sum() > 0
+
+
+def test_evaluation_render_is_deterministic():
+    field = _blob()
+    cams = looking_down([(0.1, 0.0)], size=6)
+    with torch.no_grad():
+        a = render_volume(field, cams, white(cams), 24, 1.0)
+        b = render_volume(field, cams, white(cams), 24, 1.0)
+    assert torch.equal(a.rgb, b.rgb) and a.opacity.max() > 0.5
+
+
+class CellField:
+    """Density constant on whole occupancy cells (zero outside them), so pruning must change nothing."""
+
+    def __init__(self, grid: OccupancyGrid, cells: torch.Tensor):
+        self.grid, self.cells = grid, cells
+
+    def density(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.grid.resolution
+        idx = torch.floor((x + self.grid.radius) / self.grid.cell_size).long().clamp(0, r - 1)
+        on = self.cells[idx[:, 0], idx[:, 1], idx[:, 2]]
+        return torch.where(on, 4.0 + x[:, 0], torch.zeros_like(x[:, 0]))
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.density(x), torch.sigmoid(x * 3)
+
+
+def test_occupancy_pruning_changes_nothing_where_density_is_zero():
+    grid = OccupancyGrid(1.0, resolution=16, update_every=4)
+    centres = grid.cell_centres().view(16, 16, 16, 3)
+    cells = (centres - torch.tensor([0.2, -0.1, 0.0])).norm(dim=-1) < 0.45
+    field = CellField(grid, cells)
+    assert grid.update(field, 0)
+    assert torch.equal(grid.mask, cells)
+    assert 0.02 < grid.occupied_fraction() < 0.2
+    cams = make_cameras(torch.tensor([0.4, 0.0]), torch.tensor([0.3, 2.5]), torch.tensor([2.2, 2.2]),
+                        torch.tensor([0.9, 0.9]), 16, 16)
+    gen_a, gen_b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    full = render_volume(field, cams, white(cams), 48, 1.0, gen=gen_a)
+    pruned = render_volume(field, cams, white(cams), 48, 1.0, gen=gen_b, occupancy=grid)
+    assert full.opacity.max() > 0.9
+    assert torch.allclose(full.rgb, pruned.rgb, atol=1e-6) and torch.allclose(full.depth, pruned.depth, atol=1e-5)
+
+
+def test_occupancy_schedule_warmup_and_state():
+    field = _blob()
+    grid = OccupancyGrid(1.0, resolution=16, update_every=4, warmup_steps=4)
+    assert not grid.update(field, 3)  # not a refresh step
+    assert grid.update(field, 0) and torch.equal(grid.mask, grid.inside)  # warmup: everything occupied
+    assert grid.update(field, 4)
+    frac = grid.occupied_fraction()
+    assert 0.01 < frac < 0.5  # the blob, not the whole sphere
+    centre, corner = torch.tensor([[0.0, 0.0, 0.0]]), torch.tensor([[0.9, 0.9, 0.9]])
+    assert grid.lookup(centre).item() and not grid.lookup(corner).item()
+    assert not grid.lookup(torch.tensor([[1.5, 0.0, 0.0]])).item()
+    copy = OccupancyGrid(1.0, resolution=16, update_every=4, warmup_steps=4)
+    copy.load_state_dict(grid.state_dict())
+    assert torch.equal(copy.mask, grid.mask) and torch.equal(copy.ema, grid.ema)
+    dilated = OccupancyGrid(1.0, resolution=16, dilate=1)
+    dilated.update(field, 0)
+    assert dilated.occupied_fraction() > frac
+
+
+class Counting:
+    """Wraps a field and counts the points that get the full (σ, albedo) pass."""
+
+    def __init__(self, field):
+        self.field, self.points = field, 0
+
+    def density(self, x):
+        return self.field.density(x)
+
+    def __call__(self, x):
+        self.points += x.shape[0]
+        return self.field(x)
+
+
+def test_early_stop_skips_occluded_samples_and_changes_the_image_by_at_most_eps():
+    field = _blob()
+    with torch.no_grad():
+        field.density_net[-1].bias += 30.0  # σ ≥ 20 everywhere: rays saturate early
+    cams = looking_down([(0.0, 0.0)], size=8, fov_deg=40.0)
+    every, early = Counting(field), Counting(field)
+    a = render_volume(every, cams, white(cams), 32, 1.0, early_stop_eps=0.0)
+    b = render_volume(early, cams, white(cams), 32, 1.0, early_stop_eps=1e-4)
+    assert early.points < 0.6 * every.points
+    assert torch.allclose(a.rgb, b.rgb, atol=2e-4) and a.opacity.max() > 0.999
+
+
+def test_bad_background_shape_is_explained():
+    cams = looking_down([(0.0, 0.0)], size=4)
+    with pytest.raises(ValueError, match="background"):
+        render_volume(Slab(1.0, 1.0), cams, torch.ones(4, 4, 3), 8, 1.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA; CPU twin: the tests above")
+def test_cuda_render_agrees_with_cpu():
+    cams = looking_down([(0.0, 0.0), (0.3, -0.2)], size=8)
+    cpu = render_volume(Slab(2.0, h=5.0), cams, white(cams), 128, 1.0)
+    gpu = render_volume(Slab(2.0, h=5.0), cams.to("cuda"), white(cams).cuda(), 128, 1.0)
+    assert torch.allclose(cpu.opacity, gpu.opacity.cpu(), atol=2e-2)
