@@ -29,6 +29,7 @@ class Job:
     artifacts: dict[str, str] = field(default_factory=dict)  # name -> path relative to the run folder
     error: dict[str, Any] | None = None
     cancel_reason: str | None = None  # "user" | "shutdown" once a cancel was asked for / happened
+    queued_seq: int = 0  # seq of the latest "queued" event: where this run (or resumed run) begins
     subscribers: dict[Any, bool] = field(default_factory=dict)  # client -> wants previews
     worker: Any = None
     log: EventLog = field(init=False)
@@ -51,6 +52,7 @@ class Job:
         self.last_seq = max(self.last_seq, int(ev.get("seq", 0)))
         if kind == "queued":
             self.state, self.error, self.cancel_reason = "queued", None, None
+            self.queued_seq = self.last_seq
         elif kind == "started":
             self.state = "running"
         elif kind == "stage":

@@ -11,9 +11,33 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import protocol as P
+
+
+def read_until(chan: P.Channel, done: Callable[[P.Frame], bool], timeout: float = 120.0,
+               skip_heartbeats: bool = True) -> list[P.Frame]:
+    """Frames up to and including the first for which done(frame) is true (TimeoutError otherwise)."""
+    import time
+    deadline = time.monotonic() + timeout
+    out: list[P.Frame] = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no matching frame within {timeout} s; got {[f.type for f in out][-20:]}")
+        frame = chan.recv(timeout=left)
+        if frame is None:
+            raise ConnectionError(f"server closed the connection; got {[f.type for f in out][-20:]}")
+        if skip_heartbeats and frame.type == "heartbeat":
+            continue
+        out.append(frame)
+        if done(frame):
+            return out
+
+
+def job_ended(job_id: str) -> Callable[[P.Frame], bool]:
+    return lambda f: f.get("job_id") == job_id and f.type in P.TERMINAL_EVENTS
 
 
 class ServerProcess:

@@ -98,6 +98,9 @@ class Frame:
     def __getitem__(self, key: str) -> Any:
         return self.header[key]
 
+    def __contains__(self, key: str) -> bool:
+        return key in self.header
+
     def encode(self) -> bytes:
         return encode_frame(self.header, self.payload)
 
