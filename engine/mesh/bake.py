@@ -24,31 +24,42 @@ def uv_raster(layout: UVLayout, size: int, raster: Rasterizer, device: torch.dev
     return raster.rasterize(pos.unsqueeze(0), faces, (size, size))
 
 
-def dilate(image: torch.Tensor, mask: torch.Tensor, iterations: int = 16) -> torch.Tensor:
-    """Grow (H, W, C) colours from `mask` (H, W) by 3×3 averages; whatever is still empty gets the mean."""
+def dilate(image: torch.Tensor, mask: torch.Tensor, iterations: int = 4) -> torch.Tensor:
+    """Fill the empty texels of (H, W, C) `image`: `iterations` rings of 3×3 averages of covered
+    neighbours (seams), then pull-push (masked averages up a 2× pyramid, filled back down) so
+    every texel, mip levels included, holds a nearby colour rather than black."""
     img = (image * mask.unsqueeze(-1)).permute(2, 0, 1).unsqueeze(0)
-    m = mask.float().view(1, 1, *mask.shape)
-    kernel = torch.ones(1, 1, 3, 3, dtype=img.dtype, device=img.device)
+    m = mask.to(img.dtype).view(1, 1, *mask.shape)
     for _ in range(iterations):
         if bool(m.min() > 0):
             break
-        total = F.conv2d(img, kernel.expand(img.shape[1], 1, 3, 3), padding=1, groups=img.shape[1])
-        count = F.conv2d(m, kernel, padding=1)
+        total = F.avg_pool2d(img * m, 3, 1, 1, count_include_pad=False)
+        count = F.avg_pool2d(m, 3, 1, 1, count_include_pad=False)
         grow = (m == 0) & (count > 0)
-        img = torch.where(grow, total / count.clamp(min=1), img)
+        img = torch.where(grow, total / count.clamp(min=1e-12), img)
         m = torch.where(grow, torch.ones_like(m), m)
-    out = img[0].permute(1, 2, 0)
-    filled = m[0, 0] > 0
-    if not bool(filled.all()):
-        mean = out[filled].mean(0) if bool(filled.any()) else torch.full_like(out[0, 0], 0.5)
-        out = torch.where(filled.unsqueeze(-1), out, mean)
-    return out
+    return _pull_push(img, m)[0].permute(1, 2, 0)
+
+
+def _pull_push(img: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    if bool(m.min() > 0) or min(img.shape[-2:]) < 2:
+        if bool(m.max() > 0):  # a 1-texel level, or everything covered
+            mean = (img * m).sum((-2, -1), keepdim=True) / m.sum((-2, -1), keepdim=True)
+            return torch.where(m > 0, img, mean)
+        return torch.full_like(img, 0.5)
+    h, w = img.shape[-2:]
+    pad = (0, w % 2, 0, h % 2)
+    total = F.avg_pool2d(F.pad(img * m, pad), 2)
+    count = F.avg_pool2d(F.pad(m, pad), 2)
+    coarse = _pull_push(total / count.clamp(min=1e-12), (count > 0).to(m.dtype))
+    up = F.interpolate(coarse, scale_factor=2.0, mode="nearest")[..., :h, :w]
+    return torch.where(m > 0, img, up)
 
 
 @torch.no_grad()
 def bake_texture(vertices: np.ndarray | torch.Tensor, layout: UVLayout, color_fn: ColorFn, size: int = 1024,
                  raster: Rasterizer | None = None, device: torch.device | str = "cpu",
-                 chunk: int = 1 << 16, dilate_iterations: int = 16) -> np.ndarray:
+                 chunk: int = 1 << 16, dilate_iterations: int = 4) -> np.ndarray:
     """(size, size, 3) float32 texture in [0, 1], top row first, for the mesh's UV layout."""
     raster = raster or make_rasterizer(device)
     rast = uv_raster(layout, size, raster, device)

@@ -1,0 +1,148 @@
+"""Stage 2: geometry. The stage-1 density becomes a DMTet per particle (threshold, fitted box), and
+SDS on rasterised normal maps refines it, with normal-consistency and Laplacian regularisers
+(DESIGN.md §3; anchors-vsd.md §8: guidance 100, t ≤ 0.5, normals (n+1)/2 over the backdrop).
+
+A prior scores RGB images; Stable Diffusion is simply shown the normal map as an image, as in the
+references. A prior whose reference world has true normal maps (the analytic prior) offers
+`for_normal_maps()`, a prior over normal-map images, and this stage uses it when present.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..context import JobContext
+from ..errors import EngineError
+from ..field import Background
+from ..mesh.dmtet import DMTet
+from ..mesh.extract import dmtet_from_density
+from ..mesh.regularizers import laplacian_smoothing, normal_consistency
+from ..mesh.render import render_mesh
+from ..preview import to_uint8
+from ..priors.base import Prior
+from ..stage_loop import PreviewImages
+from .mesh_common import MeshStage
+
+DensityFn = Callable[[torch.Tensor], torch.Tensor]
+DEFAULT_THRESHOLD = 25.0  # after softplus, blob-initialised field (anchors-vsd.md §8)
+
+
+def normal_map_prior(prior: Prior) -> Prior:
+    make = getattr(prior, "for_normal_maps", None)
+    return make() if callable(make) else prior
+
+
+def extraction_threshold(density: DensityFn, radius: float, wanted: float = DEFAULT_THRESHOLD,
+                         probe: int = 48, device: torch.device | str = "cpu") -> tuple[float, str | None]:
+    """`wanted`, or half the peak density when the field never reaches it (short or CPU runs);
+    the second value is a warning to log in that case."""
+    axis = torch.linspace(-radius, radius, probe, device=device)
+    pts = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+    with torch.no_grad():
+        peak = float(torch.cat([density(pts[i:i + 65536]).reshape(-1) for i in range(0, pts.shape[0], 65536)]).max())
+    if peak > wanted:
+        return wanted, None
+    if peak <= 1e-6:
+        raise EngineError("the stage-1 field is empty: no density anywhere to extract a surface from",
+                          hint="run stage 1 for more steps, or check the prompt/prior")
+    return 0.5 * peak, (f"stage-1 density peaks at {peak:.3g} < threshold {wanted:g}; "
+                        f"extracting at {0.5 * peak:.3g} instead")
+
+
+class GeometryStage(MeshStage):
+    name = "geometry"
+
+    def __init__(self, ctx: JobContext, densities: list[DensityFn], backgrounds: list[Background | None] | None = None,
+                 threshold: float = DEFAULT_THRESHOLD, prior: Prior | None = None):
+        super().__init__(ctx, ctx.spec.geometry, prior)
+        self.backgrounds = backgrounds or [None] * len(densities)
+        radius = ctx.spec.field.radius
+        nets = []
+        for i, density in enumerate(densities):
+            level, warning = extraction_threshold(density, radius, threshold, device=self.device)
+            if warning:
+                ctx.log(f"particle {i}: {warning}", "warning")
+            nets.append(dmtet_from_density(density, self.cfg.grid_resolution, level, radius, device=self.device))
+        self.dmtets = torch.nn.ModuleList(nets)
+        self.opt = torch.optim.Adam([g for n in nets for g in n.param_groups(self.cfg.lr_geometry)])
+        self.normal_prior = normal_map_prior(self.prior)
+        self._setup_phi()
+
+    @classmethod
+    def from_nerf(cls, ctx: JobContext, nerf: Any) -> "GeometryStage":
+        """From a NerfStage: each particle's density and background network."""
+        return cls(ctx, [p.field.density for p in nerf.particles], [p.background for p in nerf.particles])
+
+    def step(self, step: int) -> dict[str, float]:
+        cfg, tm = self.cfg, self.timer
+        tm.steps += 1
+        self.opt.zero_grad(set_to_none=True)
+        totals = {"distill": 0.0, "normal_consistency": 0.0, "laplacian": 0.0, "faces": 0.0}
+        renders = []
+        for net, bg in zip(self.dmtets, self.backgrounds):
+            with tm.phase("extract"):
+                v, f = net.extract()
+            totals["faces"] += f.shape[0] / len(self.dmtets)
+            if f.shape[0] == 0:
+                continue  # an empty surface has nothing to render; the log shows faces = 0
+            with tm.phase("render"):
+                cams, backdrop = self.sample_views(step, bg)
+                out = render_mesh(self.raster, v, f, cams, "normal", backdrop)
+                cond = self.condition(cams, backdrop)
+            with tm.phase("prior"):
+                res, x0 = self.distill(out.image, cond, step, self.normal_prior)
+            with tm.phase("backward"):
+                nc, lap = normal_consistency(v, f), laplacian_smoothing(v, f)
+                loss = res.loss + cfg.lambda_normal_consistency * nc + cfg.lambda_laplacian * lap
+                loss.backward()
+            totals["distill"] += float(res.loss) / len(self.dmtets)
+            totals["normal_consistency"] += float(nc) / len(self.dmtets)
+            totals["laplacian"] += float(lap) / len(self.dmtets)
+            renders.append((x0.detach(), cond))
+        with tm.phase("optimiser"):
+            self.opt.step()
+        with tm.phase("phi_train"):
+            totals.update(self.train_phi(renders))
+        return totals
+
+    def meshes(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Current surfaces (vertices, faces), detached."""
+        out = []
+        with torch.no_grad():
+            for net in self.dmtets:
+                v, f = net.extract()
+                out.append((v.detach(), f))
+        return out
+
+    def preview(self, step: int) -> PreviewImages:
+        cams = self.sampler.held_out_orbit(self.resolution(max(step - 1, 0)), views=1).to(self.device)
+        tiles = []
+        for v, f in self.meshes():
+            if f.shape[0] == 0:
+                tiles.append(np.full((cams.height, cams.width, 3), 255, np.uint8))
+                continue
+            white = torch.ones(1, cams.height, cams.width, 3, device=self.device)
+            tiles.append(to_uint8(render_mesh(self.raster, v, f, cams, "normal", white).image[0]))
+        normal = np.concatenate(tiles, axis=1)
+        return PreviewImages(normal, normal)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"dmtets": [n.state_dict() for n in self.dmtets], "opt": self.opt.state_dict(), **self.phi_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for net, s in zip(self.dmtets, state["dmtets"]):
+            net.load_state_dict(s)
+        self.opt.load_state_dict(state["opt"])
+        self.load_phi_state(state)
+
+
+def meshes_from_checkpoint(state: dict[str, Any], device: torch.device | str = "cpu") -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Surfaces of a geometry checkpoint without rebuilding the stage (used by `vsdream export`)."""
+    out = []
+    with torch.no_grad():
+        for s in state["dmtets"]:
+            v, f = DMTet.from_state_dict(s, device).extract()
+            out.append((v.detach(), f))
+    return out

@@ -1,0 +1,88 @@
+"""What the two mesh stages (geometry, texture) share: cameras, backdrop, prior, SDS/VSD, ε_φ.
+
+Both render a triangle mesh with the rasteriser, hand the image to the same distillation loss as
+stage 1 and, for VSD, train a fresh ε_φ on the detached renders.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..cameras import CameraSampler, Cameras
+from ..context import JobContext
+from ..distill import DistillResult, distillation_loss
+from ..field import Background, choose_background
+from ..mesh.raster import make_rasterizer
+from ..priors.base import Conditioning, Prior
+from ..spec import StageSpec
+from ..stage_loop import Stage
+from ..timing import PhaseTimer
+from .nerf import resolution_at
+
+
+class MeshStage(Stage):
+    """Base class: subclasses set `name`, build their parameters, then call `_setup_phi`."""
+
+    cfg: StageSpec
+
+    def __init__(self, ctx: JobContext, cfg: StageSpec, prior: Prior | None = None):
+        self.ctx, self.spec, self.cfg = ctx, ctx.spec, cfg
+        self.total = cfg.steps if cfg.enabled else 0
+        self.preview_every, self.checkpoint_every = cfg.preview_every, cfg.checkpoint_every
+        self.device = ctx.device
+        self.gen = ctx.generator(self.name)
+        self.timer = PhaseTimer()
+        self.sampler = CameraSampler(ctx.spec.camera)
+        self.raster = make_rasterizer(self.device)
+        self.prior = prior if prior is not None else ctx.prior()
+        self.phi = None
+        self.opt_phi = None
+
+    def _setup_phi(self) -> None:
+        if self.cfg.method == "vsd":  # a fresh ε_φ per stage (DESIGN.md §3 stage 3)
+            self.phi = self.prior.make_variational_score(self.cfg, self.gen).to(self.device)
+            self.opt_phi = torch.optim.AdamW(self.phi.trainable_parameters(), lr=self.cfg.lr_phi)
+
+    def resolution(self, step: int) -> int:
+        return resolution_at(self.cfg, step)
+
+    def sample_views(self, step: int, background: Background | None) -> tuple[Cameras, torch.Tensor]:
+        cams = self.sampler.sample(self.cfg.batch_size, self.resolution(step), self.gen).to(self.device)
+        _, dirs = cams.rays()
+        mode = self.spec.field.background
+        if background is None and mode in ("network", "random_half"):
+            mode = "random_half_solid"
+        if mode == "random_half_solid":  # no network to fall back on: always a random solid colour
+            draws = torch.rand(cams.batch, 4, generator=self.gen).to(self.device)
+            return cams, draws[:, None, None, :3].expand_as(dirs).contiguous()
+        return cams, choose_background(mode, dirs, background, self.gen).detach()
+
+    def condition(self, cams: Cameras, backdrop: torch.Tensor) -> Conditioning:
+        p = self.spec.prompt
+        return Conditioning(cams, p, self.sampler.view_prompts(p, cams), self.spec.negative_prompt, backdrop)
+
+    def distill(self, image: torch.Tensor, cond: Conditioning, step: int,
+                prior: Prior | None = None) -> tuple[DistillResult, torch.Tensor]:
+        x0 = (prior or self.prior).encode(image)
+        return distillation_loss(prior or self.prior, self.phi, x0, cond, self.cfg, step, self.gen), x0
+
+    def train_phi(self, renders: list[tuple[torch.Tensor, Conditioning]]) -> dict[str, float]:
+        if self.phi is None or self.opt_phi is None or not renders:
+            return {}
+        self.opt_phi.zero_grad(set_to_none=True)
+        loss = sum(self.phi.training_loss(x0, cond, self.gen) for x0, cond in renders) / len(renders)
+        loss.backward()
+        self.opt_phi.step()
+        return {"phi": float(loss)}
+
+    def phi_state(self) -> dict[str, Any]:
+        return {"phi": self.phi.state_dict() if self.phi is not None else None,
+                "opt_phi": self.opt_phi.state_dict() if self.opt_phi is not None else None,
+                "gen": self.gen.get_state()}
+
+    def load_phi_state(self, state: dict[str, Any]) -> None:
+        if self.phi is not None and state.get("phi") is not None:
+            self.phi.load_state_dict(state["phi"])
+            self.opt_phi.load_state_dict(state["opt_phi"])
+        self.gen.set_state(state["gen"])

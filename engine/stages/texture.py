@@ -1,0 +1,145 @@
+"""Stage 3: texture. Geometry frozen; each particle's colour field is fine-tuned with VSD (a fresh
+ε_φ) on rasterised albedo renders (DESIGN.md §3, anchors-vsd.md §9).
+
+Text mode inherits the stage-1 RadianceField (its albedo head and hash grid) and background;
+re-texture mode starts a fresh field on the user's mesh, normalised into the unit sphere.
+The mesh itself is part of the checkpoint, so `vsdream export` needs nothing else.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..context import JobContext
+from ..field import Background, RadianceField
+from ..mesh.mesh_io import LoadedMesh
+from ..mesh.render import render_mesh
+from ..preview import psnr, to_uint8
+from ..stage_loop import PreviewImages
+from .mesh_common import MeshStage
+
+Mesh = tuple[torch.Tensor, torch.Tensor]  # vertices (V, 3) float, faces (F, 3) long
+
+
+def prepare_mesh(vertices: torch.Tensor, faces: torch.Tensor, face_target: int) -> Mesh:
+    """Clean-up (small components, close vertices) and decimation before texturing, so the texture
+    stage optimises exactly the mesh that gets exported."""
+    from ..mesh.cleanup import clean_mesh
+    v, f = clean_mesh(vertices.detach().cpu().numpy(), faces.cpu().numpy(), face_target)
+    return torch.from_numpy(v).to(vertices.device), torch.from_numpy(f).to(vertices.device)
+
+
+class TextureStage(MeshStage):
+    name = "texture"
+
+    def __init__(self, ctx: JobContext, meshes: list[Mesh], fields: list[RadianceField],
+                 backgrounds: list[Background | None] | None = None, loaded: LoadedMesh | None = None):
+        super().__init__(ctx, ctx.spec.texture)
+        self.meshes = [(v.detach().to(self.device).float(), f.to(self.device).long()) for v, f in meshes]
+        self.fields = torch.nn.ModuleList(fields).to(self.device)
+        self.backgrounds = list(backgrounds or [None] * len(fields))
+        self.loaded = loaded
+        self.opt = torch.optim.AdamW([g for fld in self.fields for g in fld.param_groups(self.cfg)],
+                                     betas=(0.9, 0.99), eps=1e-15, weight_decay=0.0)
+        self._setup_phi()
+
+    # ------------------------------------------------------------ factories
+    @classmethod
+    def from_stages(cls, ctx: JobContext, nerf: Any, geometry: Any) -> "TextureStage":
+        """Text mode: GeometryStage surfaces (cleaned, decimated) + copies of the stage-1 fields."""
+        meshes = [prepare_mesh(v, f, ctx.spec.export.face_target) for v, f in geometry.meshes()]
+        fields = [copy.deepcopy(p.field) for p in nerf.particles]
+        return cls(ctx, meshes, fields, [p.background for p in nerf.particles])
+
+    @classmethod
+    def from_mesh_file(cls, ctx: JobContext, loaded: LoadedMesh) -> "TextureStage":
+        """Re-texture mode: the user's mesh as loaded (vertex order kept), fresh fields per particle."""
+        v = torch.from_numpy(loaded.mesh.vertices).float()
+        f = torch.from_numpy(loaded.mesh.faces).long()
+        gen = ctx.generator("texture-init")
+        fields = [RadianceField(ctx.spec.field, gen=gen) for _ in range(ctx.spec.particles)]
+        # no trained background network here: backdrops are random solid colours
+        return cls(ctx, [(v, f)] * len(fields), fields, None, loaded)
+
+    # ----------------------------------------------------------------- step
+    def render(self, i: int, cams, backdrop: torch.Tensor):
+        v, f = self.meshes[i]
+        return render_mesh(self.raster, v, f, cams, self.fields[i].albedo, backdrop)
+
+    def step(self, step: int) -> dict[str, float]:
+        tm = self.timer
+        tm.steps += 1
+        self.opt.zero_grad(set_to_none=True)
+        total = 0.0
+        renders = []
+        for i, bg in enumerate(self.backgrounds):
+            with tm.phase("render"):
+                cams, backdrop = self.sample_views(step, bg)
+                out = self.render(i, cams, backdrop)
+                cond = self.condition(cams, backdrop)
+            with tm.phase("prior"):
+                res, x0 = self.distill(out.image, cond, step)
+            with tm.phase("backward"):
+                res.loss.backward()
+            total += float(res.loss) / len(self.fields)
+            renders.append((x0.detach(), cond))
+        with tm.phase("optimiser"):
+            self.opt.step()
+        losses = {"distill": total}
+        with tm.phase("phi_train"):
+            losses.update(self.train_phi(renders))
+        return losses
+
+    def albedo_fn(self, i: int):
+        field = self.fields[i]
+        return lambda x: field.albedo(x.to(self.device))
+
+    # -------------------------------------------------------------- preview
+    def render_views(self, cams, particle: int = 0) -> torch.Tensor:
+        """(B, H, W, 3) renders on white, one camera at a time (bounded memory)."""
+        cams = cams.to(self.device)
+        white = torch.ones(1, cams.height, cams.width, 3, device=self.device)
+        with torch.no_grad():
+            return torch.cat([self.render(particle, cams.index(k), white).image for k in range(cams.batch)])
+
+    def preview(self, step: int) -> PreviewImages:
+        cams = self.sampler.held_out_orbit(self.resolution(max(step - 1, 0)), views=1).to(self.device)
+        white = torch.ones(1, cams.height, cams.width, 3, device=self.device)
+        rgbs, normals = [], []
+        for i in range(len(self.fields)):
+            rgbs.append(to_uint8(self.render_views(cams, i)[0]))
+            v, f = self.meshes[i]
+            normals.append(to_uint8(render_mesh(self.raster, v, f, cams, "normal", white).image[0]))
+        return PreviewImages(np.concatenate(rgbs, axis=1), np.concatenate(normals, axis=1))
+
+    def evaluate(self, resolution: int = 128, views: int | None = None) -> dict[str, Any]:
+        """Held-out orbit PSNR against the prior's reference render (analytic prior), per particle."""
+        cams = self.sampler.held_out_orbit(resolution, views).to(self.device)
+        reference = getattr(self.prior, "reference_render", None)
+        white = torch.ones(cams.batch, resolution, resolution, 3, device=self.device)
+        ref = reference(cams, white) if reference is not None else None
+        metrics: dict[str, Any] = {"resolution": resolution, "views": cams.batch, "particles": [], "images": []}
+        for i in range(len(self.fields)):
+            rgb = self.render_views(cams, i)
+            entry: dict[str, Any] = {"particle": i, "faces": int(self.meshes[i][1].shape[0])}
+            if ref is not None:
+                entry["psnr"] = psnr(rgb, ref)
+            metrics["particles"].append(entry)
+            metrics["images"].append([to_uint8(rgb[k]) for k in range(cams.batch)])
+        if ref is not None:
+            metrics["psnr"] = float(np.mean([p["psnr"] for p in metrics["particles"]]))
+        return metrics
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        return {"meshes": [(v.cpu(), f.cpu()) for v, f in self.meshes], "fields": self.fields.state_dict(),
+                "opt": self.opt.state_dict(), **self.phi_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.meshes = [(v.to(self.device), f.to(self.device)) for v, f in state["meshes"]]
+        self.fields.load_state_dict(state["fields"])
+        self.opt.load_state_dict(state["opt"])
+        self.load_phi_state(state)
