@@ -73,7 +73,7 @@ def test_zero_init_phi_equals_base_model_for_any_camera(phi_model):
     phi = prior.make_variational_score(spec.nerf, torch.Generator().manual_seed(0))
     assert phi.prediction_type == ("epsilon" if phi_model else "v_prediction")
     assert len(phi.lora) > 0 and all(p.dtype == torch.float32 for p in phi.parameters())
-    for seed in range(3):  # different cameras each time
+    for seed in range(2):  # different cameras each time
         _, x_t, t, cond = _batch(spec, seed)
         with torch.no_grad(), adapters_off(phi.unet):
             text = phi._embed([PROMPT]).expand(2, -1, -1)
@@ -101,7 +101,7 @@ def test_training_phi_on_shared_unet_leaves_pretrained_branch_unchanged():
     x0, x_t, t, cond = _batch(spec)
     pretrained_before = prior.predict_noise(x_t, t, cond, guidance_scale=7.5)
     phi_before = phi.predict_noise(x_t, t, cond)
-    losses = _train(phi, phi.make_optimizer(), x0, cond, torch.Generator().manual_seed(1), steps=6)
+    losses = _train(phi, phi.make_optimizer(), x0, cond, torch.Generator().manual_seed(1), steps=4)
     assert all(torch.isfinite(torch.tensor(losses)))
     assert torch.equal(prior.predict_noise(x_t, t, cond, guidance_scale=7.5), pretrained_before)
     phi_after = phi.predict_noise(x_t, t, cond)
@@ -118,7 +118,7 @@ def test_phi_state_round_trip_and_resume_continue_identically():
     phi = prior.make_variational_score(spec.nerf, torch.Generator().manual_seed(0))
     opt = torch.optim.AdamW(phi.trainable_parameters(), lr=spec.nerf.lr_phi)  # as the stage builds it
     gen = torch.Generator().manual_seed(5)
-    _train(phi, opt, x0, cond, gen, steps=3)
+    _train(phi, opt, x0, cond, gen, steps=2)
     buf = io.BytesIO()
     torch.save({"phi": phi.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state()}, buf)
     assert all(k.startswith(("lora.", "camera_mlp.")) for k in phi.state_dict())  # never the UNet
@@ -213,3 +213,23 @@ def test_models_cli_offline(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "missing" in out and "stabilityai/stable-diffusion-2-1" in out
+
+
+def test_twenty_step_stage1_run_with_the_tiny_sd_prior(tmp_path):
+    """The lead's pipeline end to end on this prior: finite losses, previews, a ε_φ checkpoint."""
+    from engine.events import Done, Preview, Progress
+    from engine.pipeline import run_job
+    from engine.presets import make_spec
+    spec = make_spec("cpu-smoke", {
+        "prior": "tiny-sd", "prompt": PROMPT, "camera": {"eval_views": 2},
+        "nerf": {"steps": 20, "resolution_schedule": [[0, 32]], "samples_per_ray": 32,
+                 "preview_every": 10, "checkpoint_every": 20}})
+    events = []
+    run_job(spec, tmp_path / "run", events.append)
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert progress and progress[-1].step == 20 and {"distill", "phi"} <= set(progress[-1].losses)
+    assert all(torch.isfinite(torch.tensor(list(e.losses.values()))).all() for e in progress)
+    assert [e.step for e in events if isinstance(e, Preview)] == [10, 20]
+    assert isinstance(events[-1], Done)
+    state = torch.load(tmp_path / "run" / "ckpt" / "nerf-00000020.pt", weights_only=False)["state"]
+    assert state["phi"] and all(k.startswith(("lora.", "camera_mlp.")) for k in state["phi"])
