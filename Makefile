@@ -20,7 +20,15 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	$(PY) -m engine.demo
+	$(PY) tools/demo.py
+
+# window check: Debian's Blender under Xvfb (apt-get install -y blender xvfb) with the add-on installed
+screenshot: $(STAMP)
+	@command -v blender >/dev/null && command -v xvfb-run >/dev/null || \
+		{ echo "screenshot needs Blender and Xvfb: sudo apt-get install -y blender xvfb"; exit 1; }
+	$(PY) build_addon.py
+	xvfb-run -a -s "-screen 0 1600x1000x24" blender --factory-startup --python tests/gui/screenshot.py -- \
+		--addon build/addon/vsdream --engine-python $(PY) --out out/screenshot.png
 
 addon: $(STAMP)
 	$(PY) build_addon.py

@@ -162,3 +162,24 @@ def test_pump_survives_bad_frames_and_lost_connections(addon):
     rt = bpy.context.window_manager.vsdream
     assert rt.engine_state == "ERROR" and "connection lost" in rt.engine_message
     assert rt.job_state == "FAILED" and "Start engine" in rt.error_message
+
+
+def test_opening_a_file_shows_the_running_job_again(addon, tmp_path):
+    """load_post: the new window manager re-attaches to the session's job and re-reads history."""
+    from blender_addon import pump
+    from blender_addon.session import SESSION
+    SESSION.new_job(mode="text", prompt="a vase")
+    SESSION.job.job_id, SESSION.job.state, SESSION.job.step, SESSION.job.total = "j7", "RUNNING", 3, 10
+    run = tmp_path / "user" / "runs" / "j7"
+    run.mkdir(parents=True)
+    (run / "spec.json").write_text('{"prompt": "a vase", "mode": "text"}')
+    (run / "events.jsonl").write_text('{"type": "queued", "seq": 1}\n{"type": "started", "seq": 2}\n')
+    path = tmp_path / "other.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    bpy.ops.wm.open_mainfile(filepath=str(path))
+    rt = bpy.context.window_manager.vsdream
+    assert (rt.job_id, rt.job_state, rt.step, rt.total) == ("j7", "RUNNING", 3, 10)
+    assert [(i.job_id, i.prompt, i.status) for i in rt.history] == [("j7", "a vase", "unfinished")]
+    assert pump.on_load_post in bpy.app.handlers.load_post
+    assert bpy.app.timers.is_registered(pump.tick)  # the persistent timer survived the load
+    SESSION.job.state = "NONE"

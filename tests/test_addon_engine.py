@@ -100,7 +100,7 @@ def test_cancel_mid_job(addon):
     local_engine()
     _reference_scene_settings()
     bpy.ops.vsdream.generate(overrides=json.dumps(LONG))
-    assert pump_until(lambda: _rt().step >= 5, 120), (_rt().job_state, _rt().error_message)
+    assert pump_until(lambda: _rt().step >= 1, 120), (_rt().job_state, _rt().error_message)
     assert bpy.ops.vsdream.cancel.poll() and not bpy.ops.vsdream.generate.poll()
     assert bpy.ops.vsdream.cancel() == {"FINISHED"}
     assert pump_until(_terminal, 60)
@@ -112,7 +112,7 @@ def test_engine_killed_mid_job_then_start_engine_recovers(addon):
     local_engine()
     _reference_scene_settings()
     bpy.ops.vsdream.generate(overrides=json.dumps(LONG))
-    assert pump_until(lambda: _rt().step >= 5, 120), (_rt().job_state, _rt().error_message)
+    assert pump_until(lambda: _rt().step >= 1, 120), (_rt().job_state, _rt().error_message)
     _session().engine.proc.kill()  # the engine dies (crash, OOM killer, user kill)
     assert pump_until(lambda: _rt().engine_state == "ERROR", 30)
     rt = _rt()
