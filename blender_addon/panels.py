@@ -150,11 +150,4 @@ class VSDREAM_PT_history(_Sidebar, bpy.types.Panel):
 CLASSES = (VSDREAM_PT_main, VSDREAM_PT_camera, VSDREAM_PT_progress, VSDREAM_UL_history, VSDREAM_PT_history)
 
 
-def register():
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister():
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

@@ -146,9 +146,11 @@ class VSDREAM_PG_runtime(bpy.types.PropertyGroup):
 CLASSES = (VSDREAM_PG_settings, VSDREAM_PG_history_item, VSDREAM_PG_runtime)
 
 
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(CLASSES)
+
+
 def register():
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
+    _register_classes()
     bpy.types.Scene.vsdream = PointerProperty(type=VSDREAM_PG_settings)
     bpy.types.WindowManager.vsdream = PointerProperty(type=VSDREAM_PG_runtime)
 
@@ -156,5 +158,4 @@ def register():
 def unregister():
     del bpy.types.WindowManager.vsdream
     del bpy.types.Scene.vsdream
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()

@@ -101,7 +101,7 @@ def _finish_job(context) -> None:
     if job.state != "DONE" or not job.auto_import or job.imported:
         return
     meshes = job.result_meshes()
-    missing = [m for m in meshes if not Path(m).is_file()]
+    missing = [m for m in meshes if SESSION.remote and m not in _downloaded or not Path(m).is_file()]
     if missing and SESSION.connected:  # remote engine: fetch the files, finish when they arrive
         _request_downloads(missing)
         return
@@ -131,10 +131,12 @@ def import_job_meshes(context, job, meshes: list) -> list:
     return objs
 
 
-_downloads = {}  # artifact name -> local path
+_downloads = {}  # artifact name -> local path being written
+_downloaded = set()  # local paths of finished downloads
 
 
 def _request_downloads(missing: list) -> None:
+    """Ask a remote engine for the result files, in chunks (MAX_PAYLOAD caps one frame)."""
     from ._protocol_import import protocol
     job = SESSION.job
     local_dir = paths.output_dir(preferences.get()) / "downloads" / job.job_id
@@ -143,22 +145,37 @@ def _request_downloads(missing: list) -> None:
         name = next((n for n, p in job.artifacts.items() if p == path), Path(path).name)
         _downloads[name] = local_dir / Path(name).name
         _downloads[name].write_bytes(b"")
-        SESSION.send(protocol.get_artifact(job.job_id, name))
+        SESSION.send(protocol.get_artifact(job.job_id, name, offset=0, length=DOWNLOAD_CHUNK))
+
+
+DOWNLOAD_CHUNK = 32 << 20
 
 
 def _save_download(frame) -> None:
+    """Write one artifact_data chunk; ask for the next, or import once every file is complete."""
+    import hashlib
+    from ._protocol_import import protocol
     name = frame.get("name")
     target = _downloads.get(name)
     if target is None:
         return
-    with open(target, "r+b") as fh:
-        fh.seek(int(frame.get("offset", 0)))
-        fh.write(frame.payload)
-    if target.stat().st_size >= int(frame.get("size", 0)):
-        SESSION.job.artifacts[name] = str(target)
+    if hashlib.sha256(frame.payload).hexdigest() != frame.get("sha256"):
+        SESSION.job.error_message = f"download of {name} was corrupted; use 'Import' from the history to retry"
         del _downloads[name]
-        if not _downloads:
-            _finish_job(bpy.context)
+        return
+    offset = int(frame.get("offset", 0))
+    with open(target, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(frame.payload)
+    end, size = offset + len(frame.payload), int(frame.get("size", 0))
+    if end < size and frame.payload:
+        SESSION.send(protocol.get_artifact(SESSION.job.job_id, name, offset=end, length=DOWNLOAD_CHUNK))
+        return
+    SESSION.job.artifacts[name] = str(target)
+    _downloaded.add(str(target))
+    del _downloads[name]
+    if not _downloads:
+        _finish_job(bpy.context)
 
 
 def sync_runtime() -> None:

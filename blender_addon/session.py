@@ -183,6 +183,7 @@ class Session:
     engine_view: EngineView = field(default_factory=EngineView)
     pending: list = field(default_factory=list)  # frames waiting for the connection
     connecting: bool = False
+    remote: bool = False  # files the engine names live on another machine: download them
     _generation: int = 0
 
     @property
@@ -194,6 +195,7 @@ class Session:
         if self.connected or self.connecting:
             return
         self.connecting = True
+        self.remote = cfg.mode == "REMOTE"
         self._generation += 1
         self.engine_view.state, self.engine_view.message = "STARTING", (
             "starting the engine…" if cfg.mode == "LOCAL" else f"connecting to {cfg.host}:{cfg.port}…")

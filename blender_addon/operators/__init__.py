@@ -6,12 +6,9 @@ from . import camera, engine, generate, jobs, retexture
 CLASSES = (*generate.CLASSES, *retexture.CLASSES, *engine.CLASSES, *jobs.CLASSES, *camera.CLASSES)
 
 
+_register, unregister = bpy.utils.register_classes_factory(CLASSES)
+
+
 def register():
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
+    _register()
     engine.register_hooks()
-
-
-def unregister():
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
