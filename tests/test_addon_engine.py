@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -165,3 +168,58 @@ def test_retexture_selected_cube(addon):
     assert mat is not None and mat != old and mat.name.startswith("VSDream")
     assert any(n.type == "TEX_IMAGE" and n.image for n in mat.node_tree.nodes)
     assert old.use_fake_user and bpy.data.materials.get("Original") is old  # kept in the file
+
+
+def _finished_run(runs, job_id: str) -> None:
+    """A run folder as a finished job leaves it: spec, events (artifact + done), a result GLB."""
+    from blender_addon import importer
+    run = runs / job_id
+    (run / "result").mkdir(parents=True)
+    bpy.ops.mesh.primitive_cube_add()
+    cube = bpy.context.active_object
+    mat = bpy.data.materials.new("baked")
+    if mat.node_tree is None:  # Blender < 5 makes node-less materials
+        mat.use_nodes = True
+    tex = mat.node_tree.nodes.new("ShaderNodeTexImage")
+    tex.image = bpy.data.images.new("baked", 8, 8)
+    tex.image.pixels.foreach_set([0.5] * 8 * 8 * 4)
+    tex.image.pack()
+    mat.node_tree.links.new(tex.outputs["Color"], mat.node_tree.nodes["Principled BSDF"].inputs["Base Color"])
+    cube.data.materials.append(mat)
+    glb = run / "result" / "mesh.glb"
+    bpy.ops.export_scene.gltf(filepath=str(glb), export_format="GLB", use_selection=True)
+    bpy.data.objects.remove(cube)
+    (run / "spec.json").write_text(json.dumps({"prompt": "a box", "mode": "text", "seed": 3}))
+    events = [{"type": "queued", "seq": 1}, {"type": "started", "seq": 2},
+              {"type": "artifact", "seq": 3, "name": "mesh.glb", "path": str(glb), "size": glb.stat().st_size},
+              {"type": "done", "seq": 4, "result": {}}]
+    (run / "events.jsonl").write_text("".join(json.dumps({**e, "job_id": job_id, "time": 1.0}) + "\n"
+                                              for e in events))
+
+
+def test_remote_engine_results_are_downloaded(addon, tmp_path):
+    """A remote engine's files live on another machine: the add-on fetches them over the socket."""
+    from blender_addon import preferences, pump
+    from blender_addon._protocol_import import protocol
+    from blender_addon.job_state import JobView
+    runs = tmp_path / "server_runs"
+    _finished_run(runs, "remote-job")
+    env = {**os.environ, "VSDREAM_TOKEN": "remote-secret"}
+    server = subprocess.Popen([sys.executable, "-m", "server", "--port", "0", "--runs-dir", str(runs)],
+                              stdout=subprocess.PIPE, env=env)
+    try:
+        ready = protocol.parse_ready_line(server.stdout.readline())
+        prefs = bpy.context.preferences.addons[ADDON].preferences
+        prefs.connection_mode, prefs.remote_port, prefs.remote_token = "REMOTE", ready["port"], "remote-secret"
+        session = _session()
+        session.job = JobView(job_id="remote-job", prompt="a box", seed=3, state="QUEUED")
+        session.send(protocol.attach("remote-job"), cfg=preferences.connect_config())
+        assert pump_until(lambda: _rt().imported != "", 30), (_rt().job_state, _rt().error_message)
+        obj = bpy.data.objects[_rt().imported]
+        local = tmp_path / "user" / "runs" / "downloads" / "remote-job" / "mesh.glb"
+        assert local.read_bytes() == (runs / "remote-job" / "result" / "mesh.glb").read_bytes()
+        assert obj["vsdream_job_id"] == "remote-job" and obj["vsdream_prompt"] == "a box"
+        assert _rt().engine_state in ("READY", "BUSY") and pump.SESSION.remote
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

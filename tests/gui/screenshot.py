@@ -93,7 +93,7 @@ def setup() -> None:
     _window, area = view3d()
     rv3d = area.spaces.active.region_3d
     rv3d.view_distance = 11.0
-    overrides = {"nerf": {"steps": 100000, "preview_every": 5}}
+    overrides = {"nerf": {"steps": 100000, "preview_every": 2}}
     bpy.ops.vsdream.generate(overrides=json.dumps(overrides))
 
 
