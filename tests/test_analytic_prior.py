@@ -7,7 +7,6 @@ import torch
 import trimesh
 from PIL import Image
 
-from engine.cameras import make_cameras
 from engine.errors import MeshInputError
 from engine.priors.analytic import AnalyticPrior
 from engine.priors.base import Conditioning, VariationalScore
@@ -15,25 +14,12 @@ from engine.priors.mesh_scene import MeshScene
 from engine.priors.scenes import BUILTIN_SCENES, MARKER_COLOR, builtin_scene, sample_surface
 from engine.priors.sdf import scene_sdf
 from engine.spec import SpecError, StageSpec
+from scene_helpers import one_thread, orbit_cams  # noqa: F401  (autouse fixture)
 
 VARIANTS = "marker-red,marker-green,marker-blue"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: one intra-op thread avoids OpenMP hand-offs, which cost tens of ms
-    per op on a busy shared CPU and would dominate the module's run time."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def cams(az_deg, el_deg=15.0, dist=1.5, fov_deg=50.0, res=8):
-    az = torch.tensor([float(a) for a in az_deg]).deg2rad()
-    n = az.shape[0]
-    return make_cameras(torch.full((n,), math.radians(el_deg)), az, torch.full((n,), dist),
-                        torch.full((n,), math.radians(fov_deg)), res, res)
+cams = orbit_cams
 
 
 def mixture_log_density(x, means, log_pi, alpha, sigma, s):

@@ -1,29 +1,17 @@
 """Camera conventions (DESIGN.md §2) checked on matrices, rays and real renders of the marker scene."""
 import math
+from functools import partial
 
 import pytest
 import torch
 
-from engine.cameras import CameraSampler, make_cameras
+from engine.cameras import CameraSampler
 from engine.priors.scenes import ARM_COLOR, MARKER_COLOR, builtin_scene
 from engine.spec import CameraSpec
+from scene_helpers import one_thread, orbit_cams  # noqa: F401  (autouse fixture)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: one intra-op thread avoids OpenMP hand-offs, which cost tens of ms
-    per op on a busy shared CPU and would dominate the module's run time."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def cams(az_deg, el_deg=0.0, dist=1.5, fov_deg=50.0, res=32):
-    az = torch.tensor([float(a) for a in az_deg]).deg2rad()
-    n = az.shape[0]
-    return make_cameras(torch.full((n,), math.radians(el_deg)), az, torch.full((n,), dist),
-                        torch.full((n,), math.radians(fov_deg)), res, res)
+cams = partial(orbit_cams, el_deg=0.0, res=32)
 
 
 def colour_mask(rgb, colour, tol=0.15):

@@ -1,10 +1,10 @@
 """Coloured SDF primitives, their union as a Scene, and a sphere-tracing renderer in torch.
 
 Speed on a CPU comes from three things: primitives of one kind are packed into tensors and their
-distances are expanded (|p − c|² = |p|² − 2p·c + |c|²) so each kind costs one matmul and a few
-elementwise ops on (N, P); rays start where they enter the first primitive's bounding sphere
-(rays that meet none are misses without a single step); rays that converged or escaped leave the
-working set. Distance formulas are the usual closed forms (sphere, rounded box, capsule, capped
+distances are expanded (|p − c|² = |p|² − 2p·c + |c|²), so each kind costs a few elementwise ops
+on (N, P) and no (N, P, 3) temporaries; rays start where they enter the first primitive's bounding
+sphere (rays that meet none are misses without a single step); rays that converged or escaped
+leave the working set; steps are over-relaxed with the usual safety fallback. Distance formulas are the usual closed forms (sphere, rounded box, capsule, capped
 cylinder, torus); the ellipsoid uses the common first-order bound, hence a slightly relaxed step.
 """
 from __future__ import annotations
@@ -104,7 +104,7 @@ def ellipsoid(center: Vec3, radii: Vec3, color: Vec3, axes: Frame = _IDENTITY) -
 
 @dataclass
 class _Packed:
-    """Primitives of one kind as tensors; every linear feature comes from one matmul."""
+    """Primitives of one kind as tensors; every linear feature is points @ proj − off."""
 
     kind: str
     proj: torch.Tensor  # (3, M): features = points @ proj − off
