@@ -120,6 +120,15 @@ class EngineProcess:
     def exit_code(self) -> int | None:
         return self.proc.poll() if self.proc else None
 
+    def wait_exit(self, timeout_s: float) -> int | None:
+        """The exit status once the process has exited within `timeout_s`, else None."""
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 

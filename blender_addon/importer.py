@@ -50,20 +50,19 @@ def _move_to(objects: list, coll) -> None:
             coll.objects.link(ob)
 
 
-def import_results(context, glb_paths: list, info: dict, size: float = 1.0) -> list:
-    """Import each particle's GLB side by side at the 3D cursor; tag and name the roots.
-
-    `info` holds job_id, prompt, seed, run_dir (stored as custom properties)."""
+def import_results(context, glb_paths: list, info: dict, size: float = 1.0, at_cursor: bool = True) -> list:
+    """Import each particle's GLB side by side at the 3D cursor (or where the file puts it);
+    tag and name the roots. `info` holds job_id, prompt, seed, run_dir (custom properties)."""
     scene = context.scene
     coll = ensure_collection(scene)
-    cursor = Vector(scene.cursor.location)
+    cursor = Vector(scene.cursor.location) if at_cursor else Vector()
     spacing = 2.5 * size
     n = len(glb_paths)
     roots_out = []
     for i, path in enumerate(glb_paths):
         created = import_glb(Path(path))
         _move_to(created, coll)
-        offset = Vector(((i - 0.5 * (n - 1)) * spacing, 0.0, 0.0))
+        offset = Vector(((i - 0.5 * (n - 1)) * spacing, 0.0, 0.0)) if at_cursor else Vector()
         for root in _roots(created):
             root.location = cursor + offset + root.location * size
             root.scale = root.scale * size

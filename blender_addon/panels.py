@@ -142,6 +142,7 @@ class VSDREAM_PT_history(_Sidebar, bpy.types.Panel):
         row = layout.row(align=True)
         row.operator("vsdream.import_job", icon="IMPORT")
         row.operator("vsdream.reattach", icon="LINKED")
+        row.operator("vsdream.resume_job", icon="PLAY")
         row = layout.row(align=True)
         row.operator("vsdream.open_folder", icon="FILE_FOLDER")
         row.operator("vsdream.delete_job", icon="TRASH")

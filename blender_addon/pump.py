@@ -116,17 +116,17 @@ def _finish_job(context) -> None:
 
 
 def import_job_meshes(context, job, meshes: list) -> list:
-    """Import (text mode) or swap the material (re-texture); marks the job imported."""
-    if job.mode == "retexture":
-        target = bpy.data.objects.get(job.target_object)
-        if target is None:
-            raise RuntimeError(f"the object {job.target_object!r} to re-texture is gone")
+    """Swap the material (re-texture) or import the meshes (text mode, or a re-texture result whose
+    object is gone: the GLB keeps the object's coordinates, so it lands in place). Marks the job."""
+    target = bpy.data.objects.get(job.target_object) if job.target_object else None
+    if job.mode == "retexture" and target is not None:
         mat = importer.swap_material(target, Path(meshes[0]))
         job.imported, job.imported_names = True, [target.name]
         return [mat]
     size = float(getattr(getattr(context.scene, "vsdream", None), "size", 1.0))
     info = {"job_id": job.job_id, "prompt": job.prompt, "seed": job.seed, "run_dir": job.run_dir}
-    objs = importer.import_results(context, meshes, info, size=size)
+    in_place = job.mode == "retexture"
+    objs = importer.import_results(context, meshes, info, size=1.0 if in_place else size, at_cursor=not in_place)
     job.imported, job.imported_names = True, [o.name for o in objs]
     return objs
 

@@ -252,15 +252,18 @@ class Session:
         if self.conn:
             self.conn.close()
         self.conn = None
-        code = self.engine.exit_code() if self.engine else None
-        if self.engine and code is not None:
-            reason = f"the engine stopped (exit status {code}); log: {self.engine.log_path}"
-            self.engine_view.log_path = str(self.engine.log_path)
-            self.engine.stop()
-            self.engine = None
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            code = engine.wait_exit(2.0)  # a dying engine closes its socket just before it exits
+            if code is not None:
+                reason = f"the engine stopped (exit status {code}); log: {engine.log_path}"
+                engine.stop()
+            else:  # alive but unreachable: of no use any more, stop it without blocking the UI
+                threading.Thread(target=engine.stop, name="vsdream-stop", daemon=True).start()
+            self.engine_view.log_path = str(engine.log_path)
         self.engine_view.state, self.engine_view.message = "ERROR", reason
         if self.job.active:
-            self.job.fail("engine_lost", f"{reason}. Press 'Start engine', then 'Re-attach' or 'Resume'")
+            self.job.fail("engine_lost", f"{reason}. Press 'Start engine', then 'Resume' in the history")
 
     def check_engine_process(self) -> bool:
         """True when a local engine we started has exited behind our back."""

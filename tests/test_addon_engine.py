@@ -22,7 +22,9 @@ TINY = {"nerf": {"steps": 40, "preview_every": 10, "checkpoint_every": 20},
         "geometry": {"steps": 10, "preview_every": 5, "checkpoint_every": 10},
         "texture": {"steps": 10, "preview_every": 5, "checkpoint_every": 10},
         "export": {"texture_size": 256, "face_target": 3000}}
-LONG = {"nerf": {"steps": 100000, "preview_every": 5, "checkpoint_every": 10}}
+# a job that runs until stopped, with cheap steps (32² renders, 16 samples per ray)
+LONG = {"nerf": {"steps": 100000, "preview_every": 5, "checkpoint_every": 10, "resolution_schedule": [[0, 32]],
+                 "samples_per_ray": 16}}
 
 
 def _rt():
@@ -125,6 +127,16 @@ def test_engine_killed_mid_job_then_start_engine_recovers(addon):
     bpy.ops.vsdream.start_engine()
     assert pump_until(lambda: _rt().engine_state == "READY", 60), _rt().engine_message
     assert bpy.ops.vsdream.generate.poll()
+    # the interrupted job is in the history and resumes on the new engine
+    job_id = rt.job_id
+    bpy.ops.vsdream.refresh_history()
+    rt.history_index = [i.job_id for i in rt.history].index(job_id)
+    assert rt.history[rt.history_index].status == "unfinished"
+    assert bpy.ops.vsdream.resume_job() == {"FINISHED"}
+    assert pump_until(lambda: _rt().job_state in ("QUEUED", "RUNNING"), 30), (_rt().job_state, _rt().error_message)
+    assert _rt().job_id == job_id
+    bpy.ops.vsdream.cancel()
+    assert pump_until(_terminal, 60) and _rt().job_state == "CANCELLED"
 
 
 def _free_port() -> int:

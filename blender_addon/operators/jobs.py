@@ -85,6 +85,32 @@ class VSDREAM_OT_reattach(_HistoryOp, bpy.types.Operator):
         return {"FINISHED"}
 
 
+class VSDREAM_OT_resume_job(_HistoryOp, bpy.types.Operator):
+    bl_idname = "vsdream.resume_job"
+    bl_label = "Resume"
+    bl_description = "Continue a stopped job from its newest checkpoint"
+
+    @classmethod
+    def poll(cls, context):
+        if SESSION.job.active:
+            return explain(cls, "A job is running: cancel it or wait for it to finish")
+        item = _item(context, -1)
+        if item is None:
+            return explain(cls, "Select a job in the history list")
+        if item.status == "done":
+            return explain(cls, "This job is finished: use Import")
+        return True
+
+    def execute(self, context):
+        item = _item(context, self.index)
+        spec = _read_spec(item.run_dir)
+        SESSION.job = JobView(job_id=item.job_id, prompt=item.prompt, seed=int(spec.get("seed", 0)),
+                              run_dir=item.run_dir, mode=item.mode, state="SUBMITTING")
+        SESSION.send(protocol.resume(item.job_id), cfg=preferences.connect_config(context))
+        pump.refresh(context)
+        return {"FINISHED"}
+
+
 class VSDREAM_OT_open_folder(_HistoryOp, bpy.types.Operator):
     bl_idname = "vsdream.open_folder"
     bl_label = "Open folder"
@@ -136,5 +162,5 @@ class VSDREAM_OT_refresh_history(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = (VSDREAM_OT_import_job, VSDREAM_OT_reattach, VSDREAM_OT_open_folder, VSDREAM_OT_delete_job,
+CLASSES = (VSDREAM_OT_import_job, VSDREAM_OT_reattach, VSDREAM_OT_resume_job, VSDREAM_OT_open_folder, VSDREAM_OT_delete_job,
            VSDREAM_OT_refresh_history)
