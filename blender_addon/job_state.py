@@ -76,6 +76,7 @@ def apply_frame(job: JobView, engine: EngineView, frame) -> set:
     changed = set()
     if engine.state == "STALLED":
         engine.state = "BUSY" if engine.running else "READY"
+        engine.message = "the engine answers again"
         changed.add("engine")
     if t == "heartbeat":
         running, queued = list(h.get("running") or []), int(h.get("queued") or 0)

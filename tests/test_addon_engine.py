@@ -232,6 +232,11 @@ def test_remote_engine_results_are_downloaded(addon, tmp_path):
         assert local.read_bytes() == (runs / "remote-job" / "result" / "mesh.glb").read_bytes()
         assert obj["vsdream_job_id"] == "remote-job" and obj["vsdream_prompt"] == "a box"
         assert _rt().engine_state in ("READY", "BUSY") and pump.SESSION.remote
+        # silence beyond the stall limit marks the engine stalled; the next heartbeat revives it
+        assert session.check_stalled(0.0)
+        pump.refresh()
+        assert _rt().engine_state == "STALLED" and "no word from the engine" in _rt().engine_message
+        assert pump_until(lambda: _rt().engine_state == "READY", 10)
     finally:
         server.terminate()
         server.wait(timeout=30)
