@@ -190,6 +190,14 @@ def test_glb_is_y_up_and_texture_is_sampled_at_the_hit(tmp_path):
     assert torch.allclose(row[11], torch.tensor([0.4, 0, 0]), atol=0.02)
 
 
+def test_obj_is_y_up_and_ply_is_z_up_like_blender(tmp_path):
+    tri = trimesh.Trimesh([[0, 0, 0], [0.5, 0, 0], [0, 0.5, 0]], [[0, 1, 2]], process=False)
+    for suffix, expected in ((".obj", [0.0, 0.0, 0.5]), (".ply", [0.0, 0.5, 0.0])):
+        tri.export(tmp_path / f"tri{suffix}")
+        corners = MeshScene.load(tmp_path / f"tri{suffix}").tris.reshape(-1, 3)
+        assert (corners - torch.tensor(expected)).norm(dim=-1).min() < 1e-6, suffix
+
+
 def test_mesh_prior_from_name_and_bad_mesh(tmp_path):
     path = tmp_path / "cube.ply"
     _box_with_face_colours().export(path)

@@ -1,8 +1,10 @@
 """Any trimesh-readable mesh (GLB/glTF/OBJ/PLY/…) as a reference scene for the analytic prior.
 
-The mesh is used where it stands, in the world frame (no normalisation). glTF files are Y-up by
-the spec, so they are turned into our Z-up frame the way Blender's importer does it
-((x, y, z) → (x, −z, y)); other formats are taken as Z-up already (pass `y_up` to override).
+The mesh is used where it stands, in the world frame (no normalisation). glTF and OBJ files are
+Y-up (the glTF spec; Blender's OBJ exporter/importer defaults), so they are turned into our Z-up
+frame the way Blender's importers do it ((x, y, z) → (x, −z, y)); PLY and other formats are taken
+as Z-up already, as Blender's PLY exporter writes them. `y_up` overrides the guess. The suffix
+rule is engine.mesh.mesh_io's, so a reference mesh and a re-textured mesh agree.
 
 Rendering is brute-force ray casting in torch: every ray is tested against every triangle in
 chunks, with each triangle's plane and barycentric "dual" vectors precomputed so a chunk costs
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 
 from ..cameras import Cameras
 from ..errors import MeshInputError
+from ..mesh.mesh_io import Y_UP_SUFFIXES
 from .scene_render import RayHits, SceneRender, ray_sphere, render_rays
 
 _Y_UP_TO_Z_UP = np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
@@ -75,7 +78,7 @@ def _load_parts(path: Path, y_up: bool | None) -> list[_Part]:
     except Exception as exc:  # trimesh raises many kinds for unreadable files
         raise MeshInputError(f"mesh file {str(path)!r} could not be read: {exc}") from exc
     if y_up is None:
-        y_up = path.suffix.lower() in (".glb", ".gltf")
+        y_up = path.suffix.lower() in Y_UP_SUFFIXES
     parts = []
     for node in scene.graph.nodes_geometry:
         transform, geom_name = scene.graph[node]
