@@ -26,7 +26,7 @@ _atexit_done = False
 
 
 def _stop_engine_at_exit() -> None:
-    SESSION.disconnect(stop_engine=True)
+    SESSION.shutdown()
 
 
 def register():
@@ -43,6 +43,6 @@ def register():
 def unregister():
     pump.stop()
     overlay_draw.unregister()
-    SESSION.disconnect(stop_engine=True)
+    SESSION.shutdown()
     for module in reversed(_MODULES):
         module.unregister()

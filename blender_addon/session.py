@@ -185,6 +185,15 @@ class Session:
     connecting: bool = False
     remote: bool = False  # files the engine names live on another machine: download them
     _generation: int = 0
+    _stoppers: list = field(default_factory=list)  # threads stopping engines in the background
+
+    def shutdown(self, timeout_s: float = 30.0) -> None:
+        """Blender is quitting or the add-on unregisters: stop everything and wait for it."""
+        self.disconnect(stop_engine=True, wait=True)
+        deadline = time.monotonic() + timeout_s
+        for stopper in self._stoppers:
+            stopper.join(max(0.0, deadline - time.monotonic()))
+        self._stoppers.clear()
 
     @property
     def connected(self) -> bool:
@@ -259,7 +268,9 @@ class Session:
                 reason = f"the engine stopped (exit status {code}); log: {engine.log_path}"
                 engine.stop()
             else:  # alive but unreachable: of no use any more, stop it without blocking the UI
-                threading.Thread(target=engine.stop, name="vsdream-stop", daemon=True).start()
+                stopper = threading.Thread(target=engine.stop, name="vsdream-stop", daemon=True)
+                stopper.start()
+                self._stoppers.append(stopper)
             self.engine_view.log_path = str(engine.log_path)
         self.engine_view.state, self.engine_view.message = "ERROR", reason
         if self.job.active:
@@ -281,17 +292,24 @@ class Session:
             return True
         return False
 
-    def disconnect(self, stop_engine: bool = True) -> None:
-        """Close the connection; stop the local engine (frees GPU memory). Blocks up to a few s."""
+    def disconnect(self, stop_engine: bool = True, wait: bool = True, grace_s: float = 10.0) -> None:
+        """Close the connection and stop the local engine (frees GPU memory). The engine gets
+        SIGTERM, so running jobs checkpoint, and a kill after `grace_s`; `wait=False` does that
+        in a thread so the UI never blocks."""
         self._generation += 1
         self.connecting = False
         self.pending.clear()
         if self.conn:
             self.conn.close()
             self.conn = None
-        if stop_engine and self.engine:
-            self.engine.stop()
-            self.engine = None
+        engine, self.engine = (self.engine if stop_engine else None), (None if stop_engine else self.engine)
+        if engine is not None:
+            if wait:
+                engine.stop(grace_s)
+            else:
+                stopper = threading.Thread(target=engine.stop, args=(grace_s,), name="vsdream-stop", daemon=True)
+                stopper.start()
+                self._stoppers.append(stopper)
         self.engine_view.state, self.engine_view.message = "OFFLINE", "engine stopped"
         self.engine_view.running, self.engine_view.queued = [], 0
         if self.job.active:

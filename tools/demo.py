@@ -151,7 +151,8 @@ def main() -> int:
         frame_and_render()
         bpy.ops.wm.save_as_mainfile(filepath=str(OUT / "demo.blend"))
         say(f"saved {OUT / 'demo.blend'}")
-    bpy.ops.vsdream.stop_engine()
+    import addon_utils
+    addon_utils.disable("blender_addon", default_set=True)  # like quitting Blender: stops the engine
     say(f"{'done' if ok else 'FAILED'} in {time.monotonic() - t0:.0f} s (prior {prior}, preset {preset})")
     return 0 if ok else 1
 

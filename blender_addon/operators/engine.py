@@ -67,7 +67,7 @@ class VSDREAM_OT_stop_engine(bpy.types.Operator):
         return True
 
     def execute(self, context):
-        SESSION.disconnect(stop_engine=True)
+        SESSION.disconnect(stop_engine=True, wait=False, grace_s=60.0)  # jobs get time to checkpoint
         pump.refresh(context)
         return {"FINISHED"}
 

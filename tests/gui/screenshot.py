@@ -138,9 +138,10 @@ def _step():
         return 1.0
     if STATE["step"] == "stop":
         if rt.job_state in ("CANCELLED", "FAILED", "DONE") or time.monotonic() - STATE["shot_at"] > 30:
-            bpy.ops.vsdream.stop_engine()
+            import addon_utils
+            addon_utils.disable(ADDON)  # unregister stops the engine and waits for it
             sys.stdout.flush()
-            os._exit(STATE["status"])  # quit_blender would ask nothing, but keep the exit status
+            os._exit(STATE["status"])  # quit_blender would always exit 0
         return 0.5
     return None
 
