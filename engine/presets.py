@@ -47,13 +47,16 @@ def cpu_smoke() -> JobSpec:
                           eval_views=8),
         field=FieldSpec(levels=8, features_per_level=2, log2_table_size=14, base_resolution=8, growth=1.5,
                         hidden=32, background="random_half"),
+        # guidance 1: the analytic prior's conditional mixture is exact, so CFG adds nothing but
+        # the cost of rendering every unconditional scene
         nerf=StageSpec(steps=400, resolution_schedule=[[0, 64]], samples_per_ray=64, anneal_step=200,
-                       lr_grid=3e-2, lr_mlp=3e-3, lr_phi=1e-3, preview_every=50, checkpoint_every=100),
+                       guidance_scale=1.0, lr_grid=3e-2, lr_mlp=3e-3, lr_phi=1e-3, preview_every=50,
+                       checkpoint_every=100),
         geometry=StageSpec(steps=60, method="sds", guidance_scale=1.0, t_max=0.5, t_max_annealed=0.5,
                            resolution_schedule=[[0, 64]], grid_resolution=64, lambda_normal_consistency=1.0,
                            lambda_laplacian=1.0, preview_every=20, checkpoint_every=50),
         texture=StageSpec(steps=150, method="vsd", resolution_schedule=[[0, 64]], anneal_step=75,
-                          lr_grid=3e-2, lr_mlp=3e-3, lr_phi=1e-3, preview_every=25, checkpoint_every=50),
+                          guidance_scale=1.0, lr_grid=3e-2, lr_mlp=3e-3, lr_phi=1e-3, preview_every=25, checkpoint_every=50),
         export=ExportSpec(texture_size=256, face_target=5000, unwrap_timeout_s=60.0),
     )
 

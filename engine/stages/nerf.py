@@ -98,7 +98,7 @@ class NerfStage(Stage):
             with tm.phase("backward"):
                 loss = res_d.loss + self._regularisers(out, step)
                 loss.backward()
-            total_distill += float(res_d.loss)
+            total_distill += res_d.loss.item()
             grad_norm += res_d.grad_norm
             renders.append((x0.detach(), cond))
         with tm.phase("optimiser"):
@@ -110,7 +110,7 @@ class NerfStage(Stage):
                 phi_loss = sum(self.phi.training_loss(x0, cond, self.gen) for x0, cond in renders) / len(renders)
                 phi_loss.backward()
                 self.opt_phi.step()
-            losses["phi"] = float(phi_loss)
+            losses["phi"] = phi_loss.item()
         return losses
 
     def _regularisers(self, out: RenderOutput, step: int) -> torch.Tensor:
