@@ -25,6 +25,15 @@ from .launcher import ServerProcess
 SMOKE_OVERRIDES = {"geometry": {"enabled": False}, "texture": {"enabled": False}, "export": {"enabled": False}}
 
 
+def tiny_job(steps: int, preview_every: int = 2, checkpoint_every: int = 2) -> dict[str, Any]:
+    """cpu-smoke overrides for the smallest real engine job the spec allows: stage 1 only, 16² renders,
+    a minimal field, one evaluation view (server tests; seconds, not minutes, on a CPU)."""
+    return {"nerf": {"steps": steps, "preview_every": preview_every, "checkpoint_every": checkpoint_every,
+                     "resolution_schedule": [[0, 16]], "samples_per_ray": 4},
+            "field": {"levels": 2, "hidden": 8, "log2_table_size": 8}, "camera": {"eval_views": 1},
+            **SMOKE_OVERRIDES}
+
+
 def preview_flood(spec: Any, run_dir: Path, emit: Callable[[Any], None], should_stop: Callable[[], bool]) -> dict:
     """A job function (the worker's --job-fn) that sends nerf.steps preview frames back to back.
 

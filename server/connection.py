@@ -226,8 +226,9 @@ class Connection:
         position = next((i for i, j in enumerate(self.server.manager.queue) if j is job), 0)
         self.deliver(P.reply("accepted", frame, job_id=job.id, position=position, run_dir=str(job.run.root),
                              resumed=resumed))
-        if frame.get("attach", True):  # from this run's "queued" event on
-            self.server.manager.subscribe(self, job, job.queued_seq - 1, frame.get("previews", True))
+        if frame.get("attach", True):  # from this run's "queued" event on (already attached: it came live)
+            after = job.last_seq if self in job.subscribers else job.queued_seq - 1
+            self.server.manager.subscribe(self, job, after, frame.get("previews", True))
 
     async def _on_attach(self, frame: P.Frame) -> None:
         job = self.server.manager.get(frame["job_id"])

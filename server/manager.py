@@ -66,7 +66,7 @@ class JobManager:
             for job in sorted(self.jobs.values(), key=lambda j: j.created):
                 if job.unfinished:
                     log.info("resuming unfinished job %s", job.id)
-                    self._spawn_task(self.resume(job))
+                    self._spawn_task(self._resume_logged(job))
 
     def _spawn_task(self, coro: Any) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
@@ -110,6 +110,12 @@ class JobManager:
         await self._enqueue(job, resumed=True)
         return job
 
+    async def _resume_logged(self, job: Job) -> None:
+        try:
+            await self.resume(job)
+        except ProtocolError as exc:
+            log.warning("cannot resume %s: %s", job.id, exc)
+
     def _check_capacity(self) -> None:
         if self.closing:
             raise ProtocolError("shutting_down", "the server is shutting down")
@@ -131,11 +137,13 @@ class JobManager:
         elif job.state == "running" and job.cancel_reason is None and job.worker is not None:
             job.cancel_reason = reason
             job.worker.request_stop()
-            asyncio.get_running_loop().call_later(self.cancel_grace_s, self._hard_kill, job, job.worker)
+            asyncio.get_running_loop().call_later(self.cancel_grace_s, self._hard_kill, job, job.worker,
+                                                  job.queued_seq)
         return job.state
 
-    def _hard_kill(self, job: Job, worker: WorkerHandle) -> None:
-        if worker.job_id == job.id and not worker.exited:
+    def _hard_kill(self, job: Job, worker: WorkerHandle, run_seq: int) -> None:
+        """Kill the worker if this very run of the job (not a later resume) is still going."""
+        if worker.job_id == job.id and job.queued_seq == run_seq and not worker.exited:
             log.warning("job %s did not stop within %.0f s; killing its worker", job.id, self.cancel_grace_s)
             worker.kill()
 

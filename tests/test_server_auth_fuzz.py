@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import engine
 from server import protocol as P
-from server.launcher import ServerProcess
+from server.launcher import ServerProcess, job_ended, read_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
     with ServerProcess(tmp_path_factory.mktemp("runs"), "--hello-timeout", "1", "--device", "cpu",
-                       "--job-fn", "server.bench:preview_flood") as s:
+                       "--max-queue", "1", "--job-fn", "server.bench:preview_flood") as s:
         yield s
 
 
@@ -245,3 +245,17 @@ def test_zz_after_fuzzing_server_and_worker_are_unchanged(srv, good):
         assert workers[0]["pid"] in kids and len(kids) <= 2  # the worker (+ multiprocessing's resource tracker)
     jobs = good.request(P.list_jobs())["jobs"]
     assert jobs == [], "no fuzz case may have started a job"
+
+
+def test_a_full_queue_answers_busy_and_cancel_empties_it(srv, good):
+    endless = {"nerf": {"steps": 10**6, "resolution_schedule": [[0, 16]]}}
+    running = P.raise_for_error(good.request(P.submit(preset="cpu-smoke", overrides=endless, previews=False)))
+    read_until(good, lambda f: f.type == "started" and f["job_id"] == running["job_id"], timeout=60)
+    queued = P.raise_for_error(good.request(P.submit(preset="cpu-smoke", overrides=endless, attach=False)))
+    busy = good.request(P.submit(preset="cpu-smoke", overrides=endless, attach=False))
+    assert busy.type == "error" and busy["code"] == "busy" and "limit 1" in busy["message"] and busy["hint"]
+    ack = P.raise_for_error(good.request(P.cancel(queued["job_id"])))
+    assert ack["state"] == "cancelled", "a queued job is dropped at once"
+    P.raise_for_error(good.request(P.cancel(running["job_id"])))
+    end = read_until(good, job_ended(running["job_id"]), timeout=60)[-1]
+    assert end.type == "cancelled" and end["reason"] == "user"
