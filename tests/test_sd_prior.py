@@ -21,6 +21,15 @@ CPU = torch.device("cpu")
 PROMPT = "a wooden chair"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread; two threads on a busy 2-core box spin ~7× slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_caches(tmp_path, monkeypatch):
     """Text-embedding cache and HF cache in temp folders; never the network."""
@@ -178,14 +187,44 @@ def test_text_embeddings_are_cached_and_the_encoder_is_not_loaded_again():
     assert second.text.encoder_loads == 1
 
 
-def test_local_folder_model_loads_offline(tmp_path):
-    folder = write_folder("tiny-sd", tmp_path / "my-sd")
-    spec = JobSpec(prior="sd", prompt=PROMPT, model=str(folder), phi_model="shared")
-    prior = load_prior(spec, CPU)
+def test_cached_hub_model_and_local_folder_load_offline(tmp_path):
+    """A model in the HF cache layout loads by id; the same folder loads by path; both = tiny-sd."""
+    repo = tmp_path / "hf-home" / "hub" / "models--stabilityai--stable-diffusion-2-1-base"
+    folder = write_folder("tiny-sd", repo / "snapshots" / "0123abcd")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
     reference = load_prior(_spec(phi_model="shared"), CPU)
-    _, x_t, t, cond = _batch(spec)
-    torch.testing.assert_close(prior.predict_noise(x_t, t, cond, 7.5), reference.predict_noise(x_t, t, cond, 7.5))
-    assert str(folder) in prior.describe()
+    _, x_t, t, cond = _batch(_spec())
+    expected = reference.predict_noise(x_t, t, cond, 7.5)
+    by_id = load_prior(JobSpec(prior="sd", prompt=PROMPT, phi_model="shared"), CPU)
+    assert "stabilityai/stable-diffusion-2-1-base" in by_id.describe()
+    by_path = load_prior(JobSpec(prior="sd", prompt=PROMPT, model=str(folder), phi_model="shared"), CPU)
+    assert str(folder) in by_path.describe()
+    for prior in (by_id, by_path):
+        torch.testing.assert_close(prior.predict_noise(x_t, t, cond, 7.5), expected)
+
+
+def test_half_precision_unet_keeps_fp32_phi_weights_and_losses():
+    """The CUDA precision recipe (bf16 UNet/VAE, fp32 φ and losses), run on the CPU."""
+    from engine.distill import distillation_loss
+    from engine.priors.sd import load_components
+    spec = _spec()
+    prior = StableDiffusionPrior(load_components("tiny-sd", CPU, torch.bfloat16, True), "tiny-sd-v",
+                                 CPU, torch.bfloat16)
+    gen = torch.Generator().manual_seed(0)
+    phi = prior.make_variational_score(spec.nerf, gen)
+    assert prior.unet.dtype == phi.unet.dtype == torch.bfloat16
+    assert {p.dtype for p in phi.parameters()} == {torch.float32}
+    _, _, _, cond = _batch(spec, b=1)
+    rgb = torch.rand(1, 64, 64, 3, requires_grad=True)
+    x0 = prior.encode(rgb)
+    distillation_loss(prior, phi, x0, cond, spec.nerf, 0, gen).loss.backward()
+    assert rgb.grad.dtype == torch.float32 and torch.isfinite(rgb.grad).all() and rgb.grad.abs().sum() > 0
+    loss = phi.training_loss(x0.detach(), cond, gen)
+    loss.backward()
+    grads = [p.grad for p in phi.parameters() if p.grad is not None]
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert grads and all(g.dtype == torch.float32 for g in grads) and sum(g.abs().sum() for g in grads) > 0
 
 
 def test_offline_without_weights_names_model_cache_and_fetch_command(tmp_path):
@@ -233,3 +272,17 @@ def test_twenty_step_stage1_run_with_the_tiny_sd_prior(tmp_path):
     assert isinstance(events[-1], Done)
     state = torch.load(tmp_path / "run" / "ckpt" / "nerf-00000020.pt", weights_only=False)["state"]
     assert state["phi"] and all(k.startswith(("lora.", "camera_mlp.")) for k in state["phi"])
+
+
+def test_bench_step_splits_an_iteration_and_counts_flops(tmp_path):
+    from engine.bench.step import SPLITS, diffusion_flops, run_bench
+    r = run_bench("tiny", 32, CPU, iters=1, warmup=0)
+    assert set(r["split_ms"]) == set(SPLITS)
+    measured = {k: v for k, v in r["split_ms"].items() if k != "render"}
+    assert all(v > 0 for v in measured.values()), measured  # every part was seen by its hook
+    assert sum(r["split_ms"].values()) == pytest.approx(r["ms_per_iter"], rel=1e-6)
+    assert r["tflop_per_iter"] > 0
+    assert r["peak_memory_gb"] is None or r["peak_memory_gb"] > 0
+    flops = diffusion_flops("tiny", 64)
+    assert flops["unet_pretrained_cfg"] == pytest.approx(2 * flops["phi_estimate"], rel=1e-6)
+    assert flops["total"] == pytest.approx(sum(v for k, v in flops.items() if k != "total"))
