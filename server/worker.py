@@ -47,7 +47,10 @@ def worker_main(conn: Any, stop: Any, device: str, job_fn: str, server_pid: int)
             return
         if kind == "job":
             run_one(conn, stop, device, fn, import_error, body)
-            conn.send(("end", {"job_id": body["job_id"]}))
+            try:
+                conn.send(("end", {"job_id": body["job_id"]}))
+            except OSError:
+                return
 
 
 def run_one(conn: Any, stop: Any, device: str, fn: Callable[..., Any] | None, import_error: str | None,
@@ -67,7 +70,10 @@ def run_one(conn: Any, stop: Any, device: str, fn: Callable[..., Any] | None, im
         header.update(extra or {})
         if header["event"] in ("done", "failed", "cancelled"):
             terminal.append(header["event"])
-        conn.send(("event", header, payload))
+        try:
+            conn.send(("event", header, payload))
+        except OSError:  # the server is gone: stop at the next step, which writes a checkpoint
+            stop.set()
 
     with open(run_dir / "worker.log", "ab", buffering=0) as log, _redirect_fds(log.fileno()):
         print(f"[worker {os.getpid()}] job {body['job_id']} on device {device}", file=sys.stderr, flush=True)
