@@ -16,18 +16,10 @@ from engine.priors.sd import StableDiffusionPrior
 from engine.priors.sd_builder import build_random, write_folder
 from engine.priors.sd_lora import adapters_off, camera_vector
 from engine.spec import JobSpec
+from scene_helpers import one_thread  # noqa: F401  (autouse: tiny models run fastest on one thread)
 
 CPU = torch.device("cpu")
 PROMPT = "a wooden chair"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; two threads on a busy 2-core box spin ~7× slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)
