@@ -65,11 +65,12 @@ def _looks_like_path(name: str) -> bool:
     return not _HUB_ID.match(name) or name.startswith((".", "~"))
 
 
-def _from_cache(model_id: str, cache: Path) -> Path | None:
+def cached_path(model_id: str, cache: Path | None = None) -> Path | None:
+    """The cached snapshot folder of `model_id` when it holds a usable model, else None (no network)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
     try:
-        folder = Path(snapshot_download(model_id, cache_dir=cache, local_files_only=True,
+        folder = Path(snapshot_download(model_id, cache_dir=cache or hub_cache_dir(), local_files_only=True,
                                         allow_patterns=FETCH_PATTERNS))
     except LocalEntryNotFoundError:
         return None
@@ -110,7 +111,7 @@ def resolve_model(name: str) -> ResolvedModel:
         raise WeightsMissing(f"no model folder at {local}",
                              hint="pass an existing diffusers folder or a hub id like " + DEFAULT_MODEL)
     cache = hub_cache_dir()
-    folder = _from_cache(name, cache)
+    folder = cached_path(name, cache)
     if folder is None:
         if is_offline():
             raise WeightsMissing(
