@@ -24,7 +24,7 @@ from torch import nn
 
 class OccupancyGrid(nn.Module):
     def __init__(self, radius: float, resolution: int = 64, threshold: float = 0.1, update_every: int = 16,
-                 warmup_steps: int = 0, decay: float = 0.95, dilate: int = 0, chunk: int = 65536):
+                 warmup_steps: int = 0, decay: float = 0.5, dilate: int = 0, chunk: int = 65536):
         super().__init__()
         if resolution < 2 or update_every < 1 or dilate < 0 or radius <= 0:
             raise ValueError(f"OccupancyGrid(radius={radius}, resolution={resolution}, update_every={update_every}, "
