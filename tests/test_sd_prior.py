@@ -14,7 +14,7 @@ from engine.priors.base import Conditioning
 from engine.priors.registry import load_prior
 from engine.priors.sd import StableDiffusionPrior
 from engine.priors.sd_builder import build_random, write_folder
-from engine.priors.sd_lora import adapters_off, camera_vector
+from engine.priors.sd_lora import adapters_off
 from engine.spec import JobSpec
 from scene_helpers import one_thread  # noqa: F401  (autouse: tiny models run fastest on one thread)
 
