@@ -5,9 +5,10 @@ encoded by trilinear interpolation of the features stored at its cell's 8 corner
 whose (res_l + 1)^3 vertices fit in the table are indexed densely (no collisions); finer levels use
 the usual spatial hash (x·1 ⊕ y·2654435761 ⊕ z·805459861) mod T.
 
-The torch path computes every level at once and gathers the table once; its backward is a single
-1-D `index_add_` (about twice as fast on CPU as autograd through indexing). When the input needs a
-gradient itself (normals from the density gradient) it runs through plain autograd instead.
+The torch path computes every level at once (int32 indices, level-major, large contiguous ops)
+from a feature-major table (F, L·T); its backward is one 1-D `index_add_` per feature, about twice
+as fast on CPU as autograd through indexing. When the input needs a gradient itself (normals from
+the density gradient) it runs through plain autograd instead.
 
 tiny-cuda-nn (`backend="tcnn"`, or "auto" with tinycudann importable and CUDA available) has the
 same interface, but its level scales, hash and table layout differ from ours: weights do not
@@ -46,9 +47,9 @@ class HashGridEncoding(nn.Module):
         super().__init__()
         if backend not in ("auto", "torch", "tcnn"):
             raise ValueError(f"backend = {backend!r}: use 'auto', 'torch' or 'tcnn'")
-        if levels < 1 or features_per_level < 1 or not 1 <= log2_table_size <= 30:
+        if levels < 1 or features_per_level < 1 or log2_table_size < 1 or levels * 2 ** log2_table_size >= 2 ** 31:
             raise ValueError(f"levels={levels}, features_per_level={features_per_level}, "
-                             f"log2_table_size={log2_table_size}: need ≥1, ≥1 and 1..30")
+                             f"log2_table_size={log2_table_size}: need ≥ 1 each and levels · 2^log2 < 2^31")
         self.levels, self.features, self.bound = levels, features_per_level, float(bound)
         self.table_size = 2 ** log2_table_size
         self.resolutions = level_resolutions(levels, base_resolution, growth)
