@@ -17,6 +17,7 @@ BENCHES: dict[str, str] = {
     "step": "engine.bench.step:main",
     "mesh": "engine.bench.mesh:main",
     "server": "server.bench:main",
+    "render": "engine.render.speed:main",
 }
 
 USAGE = """usage: vsdream <command> [options]
@@ -27,7 +28,7 @@ commands:
   export     re-export meshes from a run folder's checkpoint
   serve      start the engine server (same as python -m server)
   models     fetch or list diffusion model weights
-  bench      quality | step | mesh | server benchmarks (print figures)
+  bench      quality | step | mesh | server | render benchmarks (print figures)
 """
 
 

@@ -144,8 +144,8 @@ class NerfStage(Stage):
             with torch.enable_grad():  # normals come from the density gradient
                 out = self.render_views(cams, particle=i, normals=True)
             rgbs.append(to_uint8(out.rgb[0]))
-            n = out.normal[0] * out.opacity[0] + (1 - out.opacity[0]) * 0.0 if out.normal is not None else None
-            normals.append(normal_to_uint8(n) if n is not None else np.zeros_like(rgbs[-1]))
+            # the renderer's normal is opacity-weighted, so empty space shows as neutral grey
+            normals.append(normal_to_uint8(out.normal[0]))
         return PreviewImages(np.concatenate(rgbs, axis=1), np.concatenate(normals, axis=1))
 
     def evaluate(self, resolution: int, views: int | None = None) -> dict[str, Any]:
