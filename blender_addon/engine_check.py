@@ -28,11 +28,8 @@ try:
 except Exception as exc:
     out["vsdream_error"] = f"{type(exc).__name__}: {exc}"
 try:  # cached weights only: the probe never downloads
-    import os
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    from engine.priors.weights import DEFAULT_MODEL, resolve_model
-    resolve_model(DEFAULT_MODEL)
-    out["sd_weights"] = True
+    from engine.priors.weights import DEFAULT_MODEL, cached_path
+    out["sd_weights"] = cached_path(DEFAULT_MODEL) is not None
 except Exception as exc:
     out["sd_weights"] = False
     out["sd_weights_error"] = f"{type(exc).__name__}: {exc}"[:300]
