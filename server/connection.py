@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("vsdream.server")
 PRE_AUTH_MAX_HEADER = 64 << 10
 WRITE_BUFFER_HIGH = 1 << 20  # bytes queued in the transport before the writer waits (about one 512² frame)
+FINAL_FLUSH_S = 30.0  # time a closing connection gets to take its last frames
 _CLOSE = object()
 
 
@@ -134,7 +135,10 @@ class Connection:
             else:
                 if not self.closing:
                     self.close_after_flush()
-                await asyncio.gather(writer_task, return_exceptions=True)
+                try:  # a peer that half-closed and never reads must not pin this task forever
+                    await asyncio.wait_for(asyncio.gather(writer_task, return_exceptions=True), FINAL_FLUSH_S)
+                except asyncio.TimeoutError:
+                    self.abort()
             self.server.connections.discard(self)
 
     async def _read_frames(self, limit: int | None = None) -> list[P.Frame]:

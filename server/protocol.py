@@ -541,6 +541,12 @@ class Channel:
             self._ready.extend(self.reader.feed(data))
         return self._ready.pop(0)
 
+    def take_pending(self) -> list[Frame]:
+        """Frames already received but not yet returned by recv(); hand them, with `reader`, to
+        your own reader loop when you take the socket over after connect()."""
+        pending, self._ready = self._ready, []
+        return pending
+
     def frames(self, timeout: float | None = None) -> Iterable[Frame]:
         while (frame := self.recv(timeout)) is not None:
             yield frame
