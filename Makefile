@@ -27,7 +27,7 @@ screenshot: $(STAMP)
 	@command -v blender >/dev/null && command -v xvfb-run >/dev/null || \
 		{ echo "screenshot needs Blender and Xvfb: sudo apt-get install -y blender xvfb"; exit 1; }
 	$(PY) build_addon.py
-	xvfb-run -a -s "-screen 0 1600x1000x24" blender --factory-startup --python tests/gui/screenshot.py -- \
+	xvfb-run -a -s "-screen 0 1600x1200x24" blender --factory-startup --python tests/gui/screenshot.py -- \
 		--addon build/addon/vsdream --engine-python $(PY) --out out/screenshot.png
 
 addon: $(STAMP)

@@ -114,7 +114,7 @@ class VSDREAM_PT_progress(_Sidebar, bpy.types.Panel):
                 box.label(text=rt.error_hint[:160], icon="INFO")
         img = bpy.data.images.get(preview.PREVIEW_NAME)
         if img is not None:
-            layout.template_icon(icon_value=img.preview_ensure().icon_id, scale=10.0)
+            layout.template_icon(icon_value=img.preview_ensure().icon_id, scale=8.0)
             if rt.preview_caption:
                 layout.label(text=f"Preview: {rt.preview_caption}")
         if rt.imported:
