@@ -52,6 +52,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if not is_loopback(args.host) and not args.allow_remote:
         ap.error(f"--host {args.host} is not a loopback address; add --allow-remote to expose the engine "
                  "to the network (clients still need the token)")
+    for dev in args.device.split(","):
+        if dev.strip().split(":")[0] not in ("auto", "cpu", "cuda", "mps"):
+            ap.error(f"--device {dev.strip()!r}: use auto, cpu, cuda, cuda:N or mps (comma-separated for several)")
     if not 0 <= args.port <= 65535:
         ap.error(f"--port {args.port}: use 0..65535 (0 picks a free port)")
     return args

@@ -124,7 +124,7 @@ def test_protocol_mismatch_is_refused_with_its_own_code(srv):
     assert closed and frames[0]["code"] == "protocol_mismatch"
 
 
-def test_token_is_never_accepted_on_the_command_line(tmp_path):
+def test_command_line_refuses_a_token_a_public_host_and_unknown_devices(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != P.TOKEN_ENV}
     out = subprocess.run([sys.executable, "-m", "server", "--token", "abc", "--runs-dir", str(tmp_path)],
                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
@@ -132,6 +132,9 @@ def test_token_is_never_accepted_on_the_command_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "server", "--host", "0.0.0.0", "--runs-dir", str(tmp_path)],
                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
     assert out.returncode == 2 and "--allow-remote" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "server", "--device", "cpu,tpu", "--runs-dir", str(tmp_path)],
+                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert out.returncode == 2 and "'tpu'" in out.stderr
 
 
 def test_bad_messages_after_auth_get_field_errors_and_the_connection_lives(srv):
