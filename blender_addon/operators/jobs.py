@@ -61,6 +61,21 @@ def _read_spec(run_dir: str) -> dict:
         return {}
 
 
+def _follow(context, item, frame, **job_fields) -> None:
+    """Make `item` the current job and send `frame` (attach or resume), starting the engine if needed."""
+    spec = _read_spec(item.run_dir)
+    SESSION.job = JobView(job_id=item.job_id, prompt=item.prompt, seed=int(spec.get("seed", 0)),
+                          run_dir=item.run_dir, mode=item.mode, **job_fields)
+    SESSION.send(frame, cfg=preferences.connect_config(context))
+    pump.refresh(context)
+
+
+def _idle_or_explain(cls, context):
+    if SESSION.job.active:
+        return explain(cls, "A job is running: cancel it or wait for it to finish")
+    return _selected_or_explain(cls, context)
+
+
 class VSDREAM_OT_reattach(_HistoryOp, bpy.types.Operator):
     bl_idname = "vsdream.reattach"
     bl_label = "Re-attach"
@@ -68,20 +83,13 @@ class VSDREAM_OT_reattach(_HistoryOp, bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        if SESSION.job.active:
-            return explain(cls, "A job is running: cancel it or wait for it to finish")
-        return _selected_or_explain(cls, context)
+        return _idle_or_explain(cls, context)
 
     def execute(self, context):
         item = _item(context, self.index)
-        spec = _read_spec(item.run_dir)
         unfinished = item.status not in ("done", "failed", "cancelled")
-        SESSION.job = JobView(job_id=item.job_id, prompt=item.prompt, seed=int(spec.get("seed", 0)),
-                              run_dir=item.run_dir, mode=item.mode, state="QUEUED" if unfinished else "SUBMITTING",
-                              auto_import=unfinished)
-        SESSION.send(protocol.attach(item.job_id, from_seq=0, previews=True),
-                     cfg=preferences.connect_config(context))
-        pump.refresh(context)
+        _follow(context, item, protocol.attach(item.job_id, from_seq=0, previews=True),
+                state="QUEUED" if unfinished else "SUBMITTING", auto_import=unfinished)
         return {"FINISHED"}
 
 
@@ -92,22 +100,14 @@ class VSDREAM_OT_resume_job(_HistoryOp, bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        if SESSION.job.active:
-            return explain(cls, "A job is running: cancel it or wait for it to finish")
         item = _item(context, -1)
-        if item is None:
-            return explain(cls, "Select a job in the history list")
-        if item.status == "done":
+        if item is not None and item.status == "done":
             return explain(cls, "This job is finished: use Import")
-        return True
+        return _idle_or_explain(cls, context)
 
     def execute(self, context):
         item = _item(context, self.index)
-        spec = _read_spec(item.run_dir)
-        SESSION.job = JobView(job_id=item.job_id, prompt=item.prompt, seed=int(spec.get("seed", 0)),
-                              run_dir=item.run_dir, mode=item.mode, state="SUBMITTING")
-        SESSION.send(protocol.resume(item.job_id), cfg=preferences.connect_config(context))
-        pump.refresh(context)
+        _follow(context, item, protocol.resume(item.job_id), state="SUBMITTING")
         return {"FINISHED"}
 
 
