@@ -126,6 +126,7 @@ class JobSpec:
     device: str = "auto"
     preset: str = "custom"
     input_mesh: str | None = None
+    input_mesh_decimate: bool = False  # re-texture: decimate a mesh over the face limit instead of refusing it
     output_dir: str | None = None
     camera: CameraSpec = dc_field(default_factory=CameraSpec)
     field: FieldSpec = dc_field(default_factory=FieldSpec)
@@ -182,6 +183,8 @@ class JobSpec:
             if value is not None and not (isinstance(value, str) and value.strip()):
                 problems.append(FieldProblem(name, value, "null, or a model id or folder path"))
         chk.one_of("device", self.device.split(":")[0], ("auto", "cpu", "cuda", "mps"))
+        if not isinstance(self.input_mesh_decimate, bool):
+            problems.append(FieldProblem("input_mesh_decimate", self.input_mesh_decimate, "true or false"))
         if self.mode == "retexture" and not self.input_mesh:
             problems.append(FieldProblem("input_mesh", self.input_mesh,
                                          "a mesh path (GLB/OBJ/PLY) when mode is 'retexture'"))

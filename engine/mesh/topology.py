@@ -30,4 +30,8 @@ def face_neighbors(faces: torch.Tensor, num_vertices: int | None = None) -> torc
 def unique_edges(faces: torch.Tensor) -> torch.Tensor:
     """(E, 2) undirected edges, each once, smaller vertex id first."""
     e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).long()
-    return torch.unique(torch.sort(e, dim=1).values, dim=0)
+    if e.numel() == 0:
+        return e
+    n = int(e.max()) + 1
+    keys = torch.unique(torch.minimum(e[:, 0], e[:, 1]) * n + torch.maximum(e[:, 0], e[:, 1]))
+    return torch.stack([keys // n, keys % n], dim=1)

@@ -58,9 +58,12 @@ def export_mesh(vertices: np.ndarray, faces: np.ndarray, color_fn: ColorFn, out_
     files = {"glb": str(write_glb(out_base.with_suffix(".glb"), mesh, {**extras, "uv_method": layout.method}))}
     if "obj" in formats:
         files["obj"] = [str(p) for p in write_obj(out_base.with_suffix(".obj"), mesh)]
-    if loaded is not None:
-        png = out_base.with_name(out_base.name + "_albedo.png")
-        atomic_write_bytes(png, png_bytes(texture))
+    if loaded is not None:  # the bare texture, for swapping the image of the user's own material
+        png = out_base.with_name(out_base.name + "_albedo.png")  # the OBJ writer's name for it too
+        if "obj" in files:
+            files["obj"] = [p for p in files["obj"] if p != str(png)]
+        else:
+            atomic_write_bytes(png, png_bytes(texture))
         files["texture"] = str(png)
     t_end = time.perf_counter()
     return {"files": files, "faces": int(len(layout.faces)), "vertices": int(len(out_vertices)),
@@ -68,19 +71,20 @@ def export_mesh(vertices: np.ndarray, faces: np.ndarray, color_fn: ColorFn, out_
                                                     "write": t_end - t_bake, "total": t_end - t0}}
 
 
-def export_texture_stage(ctx: JobContext, texture: Any) -> dict[str, Any]:
-    """Write every particle of a TextureStage; emits one Artifact per file."""
+def export_all(ctx: JobContext, meshes: list[tuple[torch.Tensor, torch.Tensor]], color_fns: list[ColorFn],
+               loaded: LoadedMesh | None = None, raster=None) -> dict[str, Any]:
+    """Write every particle's mesh into <run>/result/ (mesh.glb, or mesh_<i>.glb for several
+    particles); emits one Artifact per file (roles: mesh, mesh_obj, texture)."""
     spec = ctx.spec.export
-    n = len(texture.fields)
+    n = len(meshes)
     results = []
-    for i in range(n):
-        v, f = texture.meshes[i]
+    for i, ((v, f), color_fn) in enumerate(zip(meshes, color_fns)):
         base = ctx.run.result / ("mesh" if n == 1 else f"mesh_{i}")
         with torch.no_grad():
-            info = export_mesh(v.cpu().numpy(), f.cpu().numpy(), texture.albedo_fn(i), base,
+            info = export_mesh(v.detach().cpu().numpy(), f.cpu().numpy(), color_fn, base,
                                texture_size=spec.texture_size, formats=spec.formats,
                                unwrap_timeout_s=spec.unwrap_timeout_s, extras=glb_extras(ctx, i),
-                               loaded=texture.loaded, raster=texture.raster, device=ctx.device)
+                               loaded=loaded, raster=raster, device=ctx.device)
         if info["uv_method"] == "grid":
             ctx.log(f"particle {i}: xatlas did not finish within {spec.unwrap_timeout_s:g}s; "
                     "used a per-triangle atlas instead", "warning")
@@ -91,3 +95,9 @@ def export_texture_stage(ctx: JobContext, texture: Any) -> dict[str, Any]:
                                   role={"glb": "mesh", "obj": "mesh_obj", "texture": "texture"}[role]))
         results.append({"particle": i, **info})
     return {"particles": results}
+
+
+def export_texture_stage(ctx: JobContext, texture: Any) -> dict[str, Any]:
+    """Export a finished TextureStage (its meshes and colour fields)."""
+    return export_all(ctx, texture.meshes, [texture.albedo_fn(i) for i in range(len(texture.meshes))],
+                      texture.loaded, texture.raster)

@@ -66,7 +66,7 @@ class GeometryStage(MeshStage):
                 ctx.log(f"particle {i}: {warning}", "warning")
             nets.append(dmtet_from_density(density, self.cfg.grid_resolution, level, radius, device=self.device))
         self.dmtets = torch.nn.ModuleList(nets)
-        self.opt = torch.optim.Adam([g for n in nets for g in n.param_groups(self.cfg.lr_geometry)])
+        self._setup_optim(torch.optim.Adam([g for n in nets for g in n.param_groups(self.cfg.lr_geometry)]))
         self.normal_prior = normal_map_prior(self.prior)
         self._setup_phi()
 
@@ -79,6 +79,7 @@ class GeometryStage(MeshStage):
         cfg, tm = self.cfg, self.timer
         tm.steps += 1
         self.opt.zero_grad(set_to_none=True)
+        self.decay_lr(step)
         totals = {"distill": 0.0, "normal_consistency": 0.0, "laplacian": 0.0, "faces": 0.0}
         renders = []
         for net, bg in zip(self.dmtets, self.backgrounds):
@@ -97,9 +98,9 @@ class GeometryStage(MeshStage):
                 nc, lap = normal_consistency(v, f), laplacian_smoothing(v, f)
                 loss = res.loss + cfg.lambda_normal_consistency * nc + cfg.lambda_laplacian * lap
                 loss.backward()
-            totals["distill"] += float(res.loss) / len(self.dmtets)
-            totals["normal_consistency"] += float(nc) / len(self.dmtets)
-            totals["laplacian"] += float(lap) / len(self.dmtets)
+            totals["distill"] += float(res.loss.detach()) / len(self.dmtets)
+            totals["normal_consistency"] += float(nc.detach()) / len(self.dmtets)
+            totals["laplacian"] += float(lap.detach()) / len(self.dmtets)
             renders.append((x0.detach(), cond))
         with tm.phase("optimiser"):
             self.opt.step()

@@ -42,8 +42,8 @@ class TextureStage(MeshStage):
         self.fields = torch.nn.ModuleList(fields).to(self.device)
         self.backgrounds = list(backgrounds or [None] * len(fields))
         self.loaded = loaded
-        self.opt = torch.optim.AdamW([g for fld in self.fields for g in fld.param_groups(self.cfg)],
-                                     betas=(0.9, 0.99), eps=1e-15, weight_decay=0.0)
+        self._setup_optim(torch.optim.AdamW([g for fld in self.fields for g in fld.param_groups(self.cfg)],
+                                            betas=(0.9, 0.99), eps=1e-15, weight_decay=0.0))
         self._setup_phi()
 
     # ------------------------------------------------------------ factories
@@ -73,6 +73,7 @@ class TextureStage(MeshStage):
         tm = self.timer
         tm.steps += 1
         self.opt.zero_grad(set_to_none=True)
+        self.decay_lr(step)
         total = 0.0
         renders = []
         for i, bg in enumerate(self.backgrounds):
@@ -84,7 +85,7 @@ class TextureStage(MeshStage):
                 res, x0 = self.distill(out.image, cond, step)
             with tm.phase("backward"):
                 res.loss.backward()
-            total += float(res.loss) / len(self.fields)
+            total += float(res.loss.detach()) / len(self.fields)
             renders.append((x0.detach(), cond))
         with tm.phase("optimiser"):
             self.opt.step()
@@ -98,12 +99,17 @@ class TextureStage(MeshStage):
         return lambda x: field.albedo(x.to(self.device))
 
     # -------------------------------------------------------------- preview
-    def render_views(self, cams, particle: int = 0) -> torch.Tensor:
-        """(B, H, W, 3) renders on white, one camera at a time (bounded memory)."""
-        cams = cams.to(self.device)
-        white = torch.ones(1, cams.height, cams.width, 3, device=self.device)
+    def render_views(self, cams, particle: int = 0, supersample: int = 1) -> torch.Tensor:
+        """(B, H, W, 3) renders on white, one camera at a time (bounded memory); `supersample`
+        renders ss× larger and box-filters, as the analytic prior's reference renders do."""
+        h, w = cams.height, cams.width
+        big = cams.to(self.device).with_resolution(w * supersample, h * supersample)
+        white = torch.ones(1, big.height, big.width, 3, device=self.device)
         with torch.no_grad():
-            return torch.cat([self.render(particle, cams.index(k), white).image for k in range(cams.batch)])
+            img = torch.cat([self.render(particle, big.index(k), white).image for k in range(cams.batch)])
+        if supersample > 1:
+            img = torch.nn.functional.avg_pool2d(img.permute(0, 3, 1, 2), supersample).permute(0, 2, 3, 1)
+        return img
 
     def preview(self, step: int) -> PreviewImages:
         cams = self.sampler.held_out_orbit(self.resolution(max(step - 1, 0)), views=1).to(self.device)
@@ -115,7 +121,7 @@ class TextureStage(MeshStage):
             normals.append(to_uint8(render_mesh(self.raster, v, f, cams, "normal", white).image[0]))
         return PreviewImages(np.concatenate(rgbs, axis=1), np.concatenate(normals, axis=1))
 
-    def evaluate(self, resolution: int = 128, views: int | None = None) -> dict[str, Any]:
+    def evaluate(self, resolution: int = 128, views: int | None = None, supersample: int = 2) -> dict[str, Any]:
         """Held-out orbit PSNR against the prior's reference render (analytic prior), per particle."""
         cams = self.sampler.held_out_orbit(resolution, views).to(self.device)
         reference = getattr(self.prior, "reference_render", None)
@@ -123,7 +129,7 @@ class TextureStage(MeshStage):
         ref = reference(cams, white) if reference is not None else None
         metrics: dict[str, Any] = {"resolution": resolution, "views": cams.batch, "particles": [], "images": []}
         for i in range(len(self.fields)):
-            rgb = self.render_views(cams, i)
+            rgb = self.render_views(cams, i, supersample)
             entry: dict[str, Any] = {"particle": i, "faces": int(self.meshes[i][1].shape[0])}
             if ref is not None:
                 entry["psnr"] = psnr(rgb, ref)

@@ -1,0 +1,77 @@
+"""`vsdream retexture MESH --prompt …`: texture an existing mesh (stage 3 + export only).
+
+The mesh is checked before a run folder is created, so a bad file gives one clear error and
+leaves nothing behind. The result GLB keeps the input's coordinates, vertex order and UVs (when
+it has them); `<out>/result/mesh_albedo.png` is the bare texture for swapping a material in place.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .errors import JobCancelled, MeshInputError, error_code
+from .mesh.mesh_io import DEFAULT_FACE_LIMIT, load_mesh
+from .presets import PRESETS, make_spec
+from .run_cli import ProgressPrinter, parse_set
+from .spec import SpecError
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="vsdream retexture", description="Re-texture a GLB/OBJ/PLY mesh.")
+    ap.add_argument("mesh", type=Path, help="GLB, glTF, OBJ or PLY (as Blender exports them)")
+    ap.add_argument("--prompt", required=True)
+    ap.add_argument("--negative-prompt")
+    ap.add_argument("--preset", default="cpu-smoke", choices=list(PRESETS))
+    ap.add_argument("--prior", help="analytic:<scene> | analytic:mesh=<path> | sd | tiny-sd | sd21-random")
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--device", help="auto | cpu | cuda[:N]")
+    ap.add_argument("--decimate", action="store_true",
+                    help=f"decimate meshes over {DEFAULT_FACE_LIMIT} faces instead of refusing them")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override any spec field, e.g. --set texture.steps=200")
+    ap.add_argument("--out", type=Path, required=True, help="run folder to create")
+    args = ap.parse_args(argv)
+    try:
+        overrides = parse_set(args.set)
+        overrides.update(mode="retexture", input_mesh=str(args.mesh.resolve()), prompt=args.prompt,
+                         input_mesh_decimate=bool(args.decimate))
+        for key in ("prior", "negative_prompt", "seed", "device"):
+            if getattr(args, key) is not None:
+                overrides[key] = getattr(args, key)
+        spec = make_spec(args.preset, overrides)
+        load_mesh(spec.input_mesh, decimate=spec.input_mesh_decimate)  # fail before writing anything
+    except SpecError as exc:
+        print(f"vsdream: {exc}", file=sys.stderr)
+        return 2
+    except MeshInputError as exc:
+        print(f"vsdream: {exc.code}: {exc}\nhint: {exc.hint}", file=sys.stderr)
+        return 2
+    if (args.out / "spec.json").exists():
+        print(f"vsdream: {args.out} already holds a job; use `vsdream run --resume {args.out}` or another --out",
+              file=sys.stderr)
+        return 2
+    from .pipeline import run_job
+
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    printer = ProgressPrinter()
+    try:
+        result = run_job(spec, args.out, printer, should_stop=stop.is_set)
+    except JobCancelled as exc:
+        printer.close()
+        print(f"stopped in {exc.stage} at step {exc.step}; continue with: vsdream run --resume {args.out}")
+        return 130
+    except Exception as exc:
+        printer.close()
+        code, hint = error_code(exc)
+        print(f"vsdream: {code}: {exc}\nhint: {hint}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    printer.close()
+    files = [p["files"] for p in result.get("export", {}).get("particles", [])]
+    print(f"done in {result.get('seconds', 0):.1f} s → {files or args.out / 'result'}")
+    return 0

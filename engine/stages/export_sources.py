@@ -1,0 +1,91 @@
+"""What `vsdream export RUN_DIR` exports: the newest usable checkpoint of a run, newest stage first.
+
+texture checkpoint  → its meshes and fine-tuned colour fields (exactly what stage 3 ended with);
+geometry checkpoint → DMTet surfaces (cleaned, decimated) + the stage-1 colour fields;
+nerf checkpoint     → surfaces extracted from the stage-1 density + its colour fields.
+No prior and no stage object is built: exporting never loads diffusion weights.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..checkpoint import CheckpointStore
+from ..context import JobContext
+from ..errors import EngineError
+from ..field import RadianceField
+from ..mesh.extract import dmtet_from_density
+from ..mesh.mesh_io import LoadedMesh, load_mesh
+from .geometry import DEFAULT_THRESHOLD, extraction_threshold, meshes_from_checkpoint
+from .texture import prepare_mesh
+
+Mesh = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class ExportSources:
+    stage: str  # the checkpoint it came from
+    step: int
+    meshes: list[Mesh]
+    fields: list[RadianceField]
+    loaded: LoadedMesh | None = None
+
+    def color_fns(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+        return [f.albedo for f in self.fields]
+
+
+def _fields(ctx: JobContext, states: list[dict[str, torch.Tensor]]) -> list[RadianceField]:
+    out = []
+    for s in states:
+        field = RadianceField(ctx.spec.field).to(ctx.device)
+        field.load_state_dict(s)
+        out.append(field.eval())
+    return out
+
+
+def _nerf_fields(ctx: JobContext, state: dict) -> list[RadianceField]:
+    """Field weights out of a NerfStage checkpoint (`particles.<i>.field.<name>`)."""
+    groups: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in state["particles"].items():
+        idx, sub, *rest = key.split(".")
+        if sub == "field":
+            groups.setdefault(int(idx), {})[".".join(rest)] = value
+    return _fields(ctx, [groups[i] for i in sorted(groups)])
+
+
+def load_export_sources(ctx: JobContext) -> ExportSources:
+    store = CheckpointStore(ctx.run.ckpt)
+    log = lambda m: ctx.log(m, "warning")  # noqa: E731
+    spec = ctx.spec
+    loaded = load_mesh(spec.input_mesh, decimate=spec.input_mesh_decimate) if spec.mode == "retexture" else None
+    tex = store.latest("texture", log=log)
+    if tex is not None:
+        fields_state = tex.state["fields"]
+        n = len({k.split(".")[0] for k in fields_state})
+        per = [{k.split(".", 1)[1]: v for k, v in fields_state.items() if k.split(".")[0] == str(i)} for i in range(n)]
+        meshes = [(v.to(ctx.device), f.to(ctx.device)) for v, f in tex.state["meshes"]]
+        return ExportSources("texture", tex.step, meshes, _fields(ctx, per), loaded)
+    if loaded is not None:
+        raise EngineError("this re-texture run has no texture checkpoint yet: nothing to export",
+                          hint="resume the job (vsdream run --resume RUN_DIR) until stage 3 has saved a checkpoint")
+    nerf = store.latest("nerf", log=log)
+    if nerf is None:
+        raise EngineError(f"no checkpoint in {ctx.run.ckpt}: nothing to export",
+                          hint="run the job first (vsdream run), or point at the right run folder")
+    fields = _nerf_fields(ctx, nerf.state)
+    geo = store.latest("geometry", log=log)
+    if geo is not None:
+        raw, stage, step = meshes_from_checkpoint(geo.state, ctx.device), "geometry", geo.step
+    else:
+        raw, stage, step = [], "nerf", nerf.step
+        for fld in fields:
+            level, warning = extraction_threshold(fld.density, spec.field.radius, DEFAULT_THRESHOLD, device=ctx.device)
+            if warning:
+                ctx.log(warning, "warning")
+            with torch.no_grad():
+                raw.append(tuple(t.detach() for t in dmtet_from_density(
+                    fld.density, spec.geometry.grid_resolution, level, spec.field.radius, device=ctx.device).extract()))
+    meshes = [prepare_mesh(v, f, spec.export.face_target) for v, f in raw]
+    return ExportSources(stage, step, meshes, fields, None)
