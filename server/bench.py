@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -134,31 +135,53 @@ def time_direct(overrides: dict, run_dir: Path) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
 
 
-def time_served(overrides: dict, runs_dir: Path, device: str) -> float:
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def time_served(overrides: dict, runs_dir: Path, device: str) -> tuple[float, float | None]:
+    """(wall seconds from submit to done, server CPU seconds / worker CPU seconds during the job)."""
     with ServerProcess(runs_dir, "--device", device) as srv:
         chan = srv.connect()
-        srv.wait_workers_ready(chan)
+        worker_pid = srv.wait_workers_ready(chan)[0]["pid"]
+        cpu0 = cpu_seconds(srv.proc.pid), cpu_seconds(worker_pid)
         t0 = time.perf_counter()
         chan.send(P.submit(preset="cpu-smoke", overrides=overrides, previews=False))
         for frame in chan.frames(timeout=3600):
             if frame.type in P.TERMINAL_EVENTS:
                 if frame.type != "done":
                     raise RuntimeError(f"served job ended {frame.type}: {frame.get('message')}")
-                return time.perf_counter() - t0
+                wall = time.perf_counter() - t0
+                cpu1 = cpu_seconds(srv.proc.pid), cpu_seconds(worker_pid)
+                ratio = None
+                if None not in cpu0 + cpu1 and cpu1[1] > cpu0[1]:
+                    ratio = (cpu1[0] - cpu0[0]) / (cpu1[1] - cpu0[1])
+                return wall, ratio
         raise RuntimeError("server closed the connection before the job ended")
 
 
 def bench_overhead(steps: int, repeats: int, device: str, tmp: Path) -> dict[str, Any]:
     overrides = {"nerf": {"steps": steps}, "device": device, **SMOKE_OVERRIDES}
-    direct, served = [], []
+    direct, served, ratios = [], [], []
     for r in range(repeats):  # interleaved, so drift in machine load hits both alike
         direct.append(time_direct(overrides, tmp / f"direct-{r}"))
-        served.append(time_served(overrides, tmp / f"served-{r}", device))
+        wall, ratio = time_served(overrides, tmp / f"served-{r}", device)
+        served.append(wall)
+        if ratio is not None:
+            ratios.append(ratio)
     # machine load only ever adds time, so the best run of each is the fairest comparison
     d, s = min(direct), min(served)
-    return {"steps": steps, "repeats": repeats, "direct_s": direct, "served_s": served,
-            "overhead_pct": 100.0 * (s - d) / d,
-            "overhead_pct_median": 100.0 * (statistics.median(served) / statistics.median(direct) - 1.0)}
+    out = {"steps": steps, "repeats": repeats, "direct_s": direct, "served_s": served,
+           "overhead_pct": 100.0 * (s - d) / d,
+           "overhead_pct_median": 100.0 * (statistics.median(served) / statistics.median(direct) - 1.0)}
+    if ratios:  # independent of wall-clock noise: what the server process costs next to the engine
+        out["server_cpu_pct_of_worker"] = 100.0 * max(ratios)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             o = out["overhead"]
             print(f"overhead  {o['overhead_pct']:+.2f}% (best of {o['repeats']}; medians {o['overhead_pct_median']:+.2f}%)"
                   f"  direct {[round(x, 2) for x in o['direct_s']]} s  served {[round(x, 2) for x in o['served_s']]} s")
+            if "server_cpu_pct_of_worker" in o:
+                print(f"server process CPU = {o['server_cpu_pct_of_worker']:.2f}% of the worker's during the job")
     return 0
 
 

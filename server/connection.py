@@ -55,7 +55,7 @@ class Connection:
 
     def close_after_flush(self) -> None:
         self.closing = True
-        self.outbox.put(_CLOSE)
+        self.outbox.put(_CLOSE, ("close",))  # never refused, even by a full outbox
 
     def abort(self) -> None:
         self.closing = True
