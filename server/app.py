@@ -88,7 +88,7 @@ class Server:
 
     async def _watch_parent(self, pid: int) -> None:
         while pid_alive(pid):
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.2)
         self.request_stop(f"parent process {pid} exited")
 
     def _install_signals(self) -> None:

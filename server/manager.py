@@ -94,9 +94,9 @@ class JobManager:
         mesh_path = root / "input" / _safe_name(header.get("mesh_name", "mesh.glb")) if mesh else None
         spec = _build_spec(header, mesh_path)
         run = RunDir(root).create()
-        if mesh_path is not None:
+        if mesh_path is not None:  # up to 256 MiB: off the event loop
             mesh_path.parent.mkdir(parents=True, exist_ok=True)
-            mesh_path.write_bytes(mesh)
+            await asyncio.to_thread(mesh_path.write_bytes, mesh)
         run.write_spec(spec)
         job = Job(job_id, run, spec.to_dict())
         self.jobs[job_id] = job

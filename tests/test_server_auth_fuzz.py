@@ -262,3 +262,16 @@ def test_a_full_queue_answers_busy_and_cancel_empties_it(srv, good):
     P.raise_for_error(good.request(P.cancel(running["job_id"])))
     end = read_until(good, job_ended(running["job_id"]), timeout=60)[-1]
     assert end.type == "cancelled" and end["reason"] == "user"
+
+
+def test_a_mesh_upload_becomes_the_retexture_input(srv, good):
+    mesh = b"glTF" + bytes(range(256)) * 40
+    reply = P.raise_for_error(good.request(P.submit(
+        preset="cpu-smoke", overrides={"nerf": {"steps": 1, "resolution_schedule": [[0, 16]]}},
+        mesh=mesh, mesh_name="../../my chair.glb")))
+    end = read_until(good, job_ended(reply["job_id"]), timeout=60)[-1]
+    assert end.type == "done"
+    saved = Path(reply["run_dir"]) / "input" / "my_chair.glb"
+    assert saved.read_bytes() == mesh, "the name is reduced to a safe file name inside the run folder"
+    spec = json.loads((Path(reply["run_dir"]) / "spec.json").read_text())
+    assert spec["mode"] == "retexture" and Path(spec["input_mesh"]) == saved

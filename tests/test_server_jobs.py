@@ -1,4 +1,4 @@
-"""Real engine jobs (analytic prior, cpu-smoke, a few dozen steps) through a real server subprocess:
+"""Real engine jobs (analytic prior, cpu-smoke shrunk to a few 16² steps) through a real server subprocess:
 streaming, artifacts, two clients, re-attach replay, cancel with checkpoint, a SIGKILLed worker, resume."""
 from __future__ import annotations
 
