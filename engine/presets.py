@@ -48,9 +48,11 @@ def cpu_smoke() -> JobSpec:
         field=FieldSpec(levels=8, features_per_level=2, log2_table_size=14, base_resolution=8, growth=1.5,
                         hidden=32, background="random_half"),
         # guidance 1: the analytic prior's conditional mixture is exact, so CFG adds nothing but
-        # the cost of rendering every unconditional scene
-        nerf=StageSpec(steps=400, resolution_schedule=[[0, 64]], samples_per_ray=64, anneal_step=200,
-                       guidance_scale=1.0, lr_grid=3e-2, lr_mlp=3e-3, lr_phi=1e-3, preview_every=50,
+        # the cost of rendering every unconditional scene. t anneals to ≤ 0.1 T at step 100: a
+        # from-scratch ε_φ is only sharp at low noise after a few hundred steps, and VSD settles
+        # where ε_φ's belief matches the prior (held-out PSNR 26 → 30 dB, see the closing notes)
+        nerf=StageSpec(steps=400, resolution_schedule=[[0, 64]], samples_per_ray=64, anneal_step=100,
+                       t_max_annealed=0.1, guidance_scale=1.0, lr_grid=3e-2, lr_mlp=3e-3, lr_phi=1e-3, preview_every=50,
                        checkpoint_every=100),
         geometry=StageSpec(steps=60, method="sds", guidance_scale=1.0, t_max=0.5, t_max_annealed=0.5,
                            resolution_schedule=[[0, 64]], grid_resolution=64, lambda_normal_consistency=1.0,
