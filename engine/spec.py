@@ -92,9 +92,6 @@ class StageSpec:
     lr_background: float = 1e-3
     lr_phi: float = 1e-4
     lr_geometry: float = 5e-3
-    # field learning rates decay exponentially to lr·lr_final_ratio by the last step (1 = constant,
-    # the paper's choice); short CPU runs use it to settle VSD's noisier gradient
-    lr_final_ratio: float = 1.0
     phi_camera_dropout: float = 0.1
     lambda_sparsity: float = 0.0
     lambda_opaque: float = 0.0
@@ -247,7 +244,6 @@ def _check_stage(chk: "_Checker", name: str, s: StageSpec) -> None:
     for lr in ("lr_grid", "lr_mlp", "lr_background", "lr_phi", "lr_geometry"):
         chk.float_range(f"{name}.{lr}", getattr(s, lr), 0.0, 1.0)
     chk.float_range(f"{name}.phi_camera_dropout", s.phi_camera_dropout, 0.0, 1.0)
-    chk.float_range(f"{name}.lr_final_ratio", s.lr_final_ratio, 1e-4, 1.0)
     chk.int_range(f"{name}.preview_every", s.preview_every, 1, 1_000_000)
     chk.int_range(f"{name}.checkpoint_every", s.checkpoint_every, 1, 1_000_000)
     chk.one_of(f"{name}.grid_resolution", s.grid_resolution, (32, 64, 128, 256))

@@ -67,7 +67,6 @@ class NerfStage(Stage):
             groups += p.field.param_groups(self.cfg)
             groups.append({"params": list(p.background.parameters()), "lr": self.cfg.lr_background})
         self.opt = _optimizer(groups)
-        self.base_lrs = [g["lr"] for g in self.opt.param_groups]
         self.phi = None
         self.opt_phi = None
         if self.cfg.method == "vsd":
@@ -83,9 +82,6 @@ class NerfStage(Stage):
             for p in self.particles:
                 p.occupancy.update(p.field, step)
         self.opt.zero_grad(set_to_none=True)
-        decay = cfg.lr_final_ratio ** (step / max(self.total - 1, 1))
-        for group, base in zip(self.opt.param_groups, self.base_lrs):
-            group["lr"] = base * decay
         total_distill, grad_norm = 0.0, 0.0
         renders: list[tuple[torch.Tensor, Conditioning]] = []
         for p in self.particles:
