@@ -18,10 +18,13 @@ bpy = pytest.importorskip("bpy")
 
 from addon_helpers import ADDON, addon, local_engine, pump_until  # noqa: E402,F401
 
-TINY = {"nerf": {"steps": 40, "preview_every": 10, "checkpoint_every": 20},
-        "geometry": {"steps": 10, "preview_every": 5, "checkpoint_every": 10},
-        "texture": {"steps": 10, "preview_every": 5, "checkpoint_every": 10},
-        "export": {"texture_size": 256, "face_target": 3000}}
+# small but real: SDS at 48² learns the reference scene's colours (marker included) in 40 steps
+TINY = {"nerf": {"steps": 40, "method": "sds", "resolution_schedule": [[0, 48]], "samples_per_ray": 32,
+                 "preview_every": 10, "checkpoint_every": 20},
+        "geometry": {"steps": 5, "grid_resolution": 32, "preview_every": 5, "checkpoint_every": 5},
+        "texture": {"steps": 15, "method": "sds", "resolution_schedule": [[0, 48]], "preview_every": 5,
+                    "checkpoint_every": 15},
+        "export": {"texture_size": 256, "face_target": 2000}}
 # a job that runs until stopped, with cheap steps (32² renders, 16 samples per ray)
 LONG = {"nerf": {"steps": 100000, "preview_every": 5, "checkpoint_every": 10, "resolution_schedule": [[0, 32]],
                  "samples_per_ray": 16}}
@@ -48,25 +51,28 @@ def _terminal() -> bool:
     return _rt().job_state in ("DONE", "FAILED", "CANCELLED")
 
 
-def _marker_centre(obj):
-    """World-space centre of the faces whose baked colour is the marker's magenta (None if none)."""
+def _marker_centre(obj, share: float = 0.02):
+    """Where the most magenta texels of the baked texture sit on the mesh: the world-space centre
+    of the top `share` of faces by blue-minus-green (the body is orange, b < g; the marker disc is
+    magenta, b >> g), and their mean score. A mirrored or rotated import moves this centre."""
     mat = obj.active_material
     img = next(n.image for n in mat.node_tree.nodes if n.type == "TEX_IMAGE" and n.image)
     w, h = img.size
     px = [0.0] * (w * h * 4)
     img.pixels.foreach_get(px)
     mesh, uv = obj.data, obj.data.uv_layers.active.data
-    hits = []
+    scored = []
     for poly in mesh.polygons:
         u = sum(uv[i].uv[0] for i in poly.loop_indices) / poly.loop_total
         v = sum(uv[i].uv[1] for i in poly.loop_indices) / poly.loop_total
         x, y = min(w - 1, max(0, int(u * w))), min(h - 1, max(0, int(v * h)))
         r, g, b = px[4 * (y * w + x):4 * (y * w + x) + 3]
-        if r > 0.45 and b > 0.35 and g < 0.3 and r - g > 0.3:
-            hits.append(obj.matrix_world @ poly.center)
-    if not hits:
-        return None
-    return sum(hits, type(hits[0])()) / len(hits), len(hits)
+        if r > 0.4:  # not the dark base, eyes or the cyan arm
+            scored.append((b - g, obj.matrix_world @ poly.center))
+    scored.sort(key=lambda t: t[0], reverse=True)
+    top = scored[:max(5, int(share * len(mesh.polygons)))]
+    centre = sum((c for _, c in top), type(top[0][1])()) / len(top)
+    return centre, sum(m for m, _ in top) / len(top)
 
 
 def test_generate_end_to_end(addon):
@@ -92,11 +98,10 @@ def test_generate_end_to_end(addon):
     assert tuple(obj.location) == pytest.approx((3.0, 0.0, 0.0), abs=1e-4)
     assert obj.type == "MESH" and obj.active_material is not None
     assert any(n.type == "TEX_IMAGE" and n.image for n in obj.active_material.node_tree.nodes)
-    found = _marker_centre(obj)
-    assert found is not None, "no magenta marker texels on the imported mesh"
-    centre, n = found
+    centre, score = _marker_centre(obj)
     rel = centre - obj.location
-    assert rel.y < -0.1 and abs(rel.x) < 0.2, (tuple(rel), n)  # the front marker faces −Y
+    assert score > 0.05, f"no magenta on the texture (best blue-minus-green {score:.2f})"
+    assert rel.y < -0.1 and abs(rel.x) < 0.2, (tuple(rel), score)  # the front marker faces −Y
     # the history lists the finished job
     assert any(i.job_id == rt.job_id and i.status == "done" for i in rt.history)
 
