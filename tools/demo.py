@@ -116,16 +116,21 @@ def frame_and_render() -> None:
     objs = [o for o in bpy.data.collections["VSDream"].objects if o.type == "MESH"]
     centre = sum((o.matrix_world.translation for o in objs), Vector()) / max(1, len(objs))
     cam = scene.camera
-    cam.location = centre + Vector((-1.3, -2.6, 1.1))
+    cam.location = centre + Vector((-0.8, -1.7, 0.7))
     cam.rotation_euler = (centre - cam.location).to_track_quat("-Z", "Y").to_euler()
-    cam.data.lens = 45
+    cam.data.lens = 50
     light = next((o for o in scene.objects if o.type == "LIGHT"), None)
-    if light is not None:
-        light.location = centre + Vector((-2.0, -3.0, 4.0))
-        light.data.energy = 600
+    if light is not None:  # a sun from the front-left, above
+        light.data.type = "SUN"
+        light.data.energy = 3.0
+        light.rotation_euler = (math.radians(50.0), 0.0, math.radians(-35.0))
     world = scene.world or bpy.data.worlds.new("World")
     scene.world = world
-    world.color = (0.6, 0.6, 0.65)
+    if world.node_tree is None:
+        world.use_nodes = True
+    background = next(n for n in world.node_tree.nodes if n.type == "BACKGROUND")
+    background.inputs["Color"].default_value = (0.55, 0.58, 0.65, 1.0)
+    background.inputs["Strength"].default_value = 1.0
     scene.render.engine = "CYCLES"
     scene.cycles.device = "CPU"
     scene.cycles.samples = 16
