@@ -18,6 +18,7 @@ from .preview import contact_sheet, save_png
 from .run_dir import RunDir
 from .spec import JobSpec
 from .stage_loop import run_stage
+from .stages.mesh_pipeline import run_mesh_stages, run_retexture
 from .stages.nerf import NerfStage, resolution_at
 
 
@@ -36,6 +37,10 @@ def run_job(spec: JobSpec, run_dir: Path | str, emit: EventSink,
         if spec.nerf.enabled:
             run_stage(ctx, nerf)
         result["nerf"] = report_nerf(ctx, nerf)
+        if spec.geometry.enabled or spec.texture.enabled or spec.export.enabled:
+            result.update(run_mesh_stages(ctx, nerf))
+    else:
+        result.update(run_retexture(ctx))
     result["seconds"] = time.perf_counter() - started
     metrics_path = run.write_json("result/metrics.json", result)
     emit(Artifact(metrics_path.name, str(metrics_path), metrics_path.stat().st_size, role="metrics"))
