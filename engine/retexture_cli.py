@@ -7,15 +7,15 @@ it has them); `<out>/result/mesh_albedo.png` is the bare texture for swapping a 
 from __future__ import annotations
 
 import argparse
-import signal
+import json
 import sys
-import threading
 from pathlib import Path
 
-from .errors import JobCancelled, MeshInputError, error_code
+from .errors import MeshInputError
 from .mesh.mesh_io import DEFAULT_FACE_LIMIT, load_mesh
 from .presets import PRESETS, make_spec
-from .run_cli import ProgressPrinter, parse_set
+from .run_cli import main as run_main
+from .run_cli import parse_set
 from .spec import SpecError
 
 
@@ -49,29 +49,11 @@ def main(argv: list[str]) -> int:
     except MeshInputError as exc:
         print(f"vsdream: {exc.code}: {exc}\nhint: {exc.hint}", file=sys.stderr)
         return 2
-    if (args.out / "spec.json").exists():
-        print(f"vsdream: {args.out} already holds a job; use `vsdream run --resume {args.out}` or another --out",
-              file=sys.stderr)
-        return 2
-    from .pipeline import run_job
-
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
-    printer = ProgressPrinter()
-    try:
-        result = run_job(spec, args.out, printer, should_stop=stop.is_set)
-    except JobCancelled as exc:
-        printer.close()
-        print(f"stopped in {exc.stage} at step {exc.step}; continue with: vsdream run --resume {args.out}")
-        return 130
-    except Exception as exc:
-        printer.close()
-        code, hint = error_code(exc)
-        print(f"vsdream: {code}: {exc}\nhint: {hint}", file=sys.stderr)
-        return 1
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    printer.close()
-    files = [p["files"] for p in result.get("export", {}).get("particles", [])]
-    print(f"done in {result.get('seconds', 0):.1f} s → {files or args.out / 'result'}")
-    return 0
+    # the run itself is an ordinary job: `vsdream run` with mode = retexture
+    argv_run = ["--preset", args.preset, "--out", str(args.out), "--prompt", args.prompt]
+    for key, value in spec.to_dict().items():
+        if key in ("mode", "input_mesh", "input_mesh_decimate", "prior", "negative_prompt", "seed", "device"):
+            argv_run += ["--set", f"{key}={json.dumps(value)}"]
+    for item in args.set:
+        argv_run += ["--set", item]
+    return run_main(argv_run)

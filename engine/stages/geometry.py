@@ -66,7 +66,7 @@ class GeometryStage(MeshStage):
                 ctx.log(f"particle {i}: {warning}", "warning")
             nets.append(dmtet_from_density(density, self.cfg.grid_resolution, level, radius, device=self.device))
         self.dmtets = torch.nn.ModuleList(nets)
-        self._setup_optim(torch.optim.Adam([g for n in nets for g in n.param_groups(self.cfg.lr_geometry)]))
+        self.opt = torch.optim.Adam([g for n in nets for g in n.param_groups(self.cfg.lr_geometry)])
         self.normal_prior = normal_map_prior(self.prior)
         self._setup_phi()
 
@@ -79,7 +79,6 @@ class GeometryStage(MeshStage):
         cfg, tm = self.cfg, self.timer
         tm.steps += 1
         self.opt.zero_grad(set_to_none=True)
-        self.decay_lr(step)
         totals = {"distill": 0.0, "normal_consistency": 0.0, "laplacian": 0.0, "faces": 0.0}
         renders = []
         for net, bg in zip(self.dmtets, self.backgrounds):

@@ -39,17 +39,6 @@ class MeshStage(Stage):
         self.phi = None
         self.opt_phi = None
 
-    def _setup_optim(self, opt: torch.optim.Optimizer) -> None:
-        self.opt = opt
-        self.base_lrs = [g["lr"] for g in opt.param_groups]
-
-    def decay_lr(self, step: int) -> None:
-        """Exponential decay to lr·lr_final_ratio at the last step (1 = constant), as stage 1 does."""
-        ratio = getattr(self.cfg, "lr_final_ratio", 1.0)
-        decay = ratio ** (step / max(self.total - 1, 1))
-        for group, base in zip(self.opt.param_groups, self.base_lrs):
-            group["lr"] = base * decay
-
     def _setup_phi(self) -> None:
         if self.cfg.method == "vsd":  # a fresh ε_φ per stage (DESIGN.md §3 stage 3)
             self.phi = self.prior.make_variational_score(self.cfg, self.gen).to(self.device)

@@ -42,8 +42,8 @@ class TextureStage(MeshStage):
         self.fields = torch.nn.ModuleList(fields).to(self.device)
         self.backgrounds = list(backgrounds or [None] * len(fields))
         self.loaded = loaded
-        self._setup_optim(torch.optim.AdamW([g for fld in self.fields for g in fld.param_groups(self.cfg)],
-                                            betas=(0.9, 0.99), eps=1e-15, weight_decay=0.0))
+        self.opt = torch.optim.AdamW([g for fld in self.fields for g in fld.param_groups(self.cfg)],
+                                     betas=(0.9, 0.99), eps=1e-15, weight_decay=0.0)
         self._setup_phi()
 
     # ------------------------------------------------------------ factories
@@ -73,7 +73,6 @@ class TextureStage(MeshStage):
         tm = self.timer
         tm.steps += 1
         self.opt.zero_grad(set_to_none=True)
-        self.decay_lr(step)
         total = 0.0
         renders = []
         for i, bg in enumerate(self.backgrounds):
