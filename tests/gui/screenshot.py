@@ -30,7 +30,7 @@ def parse_args():
     ap.add_argument("--addon", type=Path, required=True, help="the staged add-on folder (build/addon/vsdream)")
     ap.add_argument("--engine-python", required=True, help="the engine's Python (with torch)")
     ap.add_argument("--out", type=Path, default=Path("out/screenshot.png"))
-    ap.add_argument("--frames", type=int, default=2, help="preview frames to wait for")
+    ap.add_argument("--frames", type=int, default=12, help="preview frames to wait for")
     ap.add_argument("--timeout", type=float, default=400.0)
     return ap.parse_args(argv)
 
