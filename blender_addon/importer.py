@@ -75,10 +75,21 @@ def import_results(context, glb_paths: list, info: dict, size: float = 1.0, at_c
 
 
 def export_for_retexture(context, obj, path: Path) -> Path:
-    """Write `obj` (modifiers applied, UVs and normals, Y-up) as the GLB the engine re-textures."""
+    """Write `obj` (modifiers applied, UVs and normals, Y-up) as the GLB the engine re-textures.
+
+    Every slot temporarily holds one plain material: a glTF primitive without a material loses
+    its UVs in some readers (trimesh), and the engine needs neither the artist's textures nor
+    several primitives. The object's own materials are back in place afterwards."""
     path.parent.mkdir(parents=True, exist_ok=True)
     selected = [ob for ob in context.view_layer.objects if ob.select_get()]
     active = context.view_layer.objects.active
+    plain = bpy.data.materials.new("VSDream export")
+    saved = [slot.material for slot in obj.material_slots]
+    if saved:
+        for slot in obj.material_slots:
+            slot.material = plain
+    else:
+        obj.data.materials.append(plain)
     for ob in selected:
         ob.select_set(False)
     obj.select_set(True)
@@ -86,8 +97,14 @@ def export_for_retexture(context, obj, path: Path) -> Path:
     try:
         bpy.ops.export_scene.gltf(filepath=str(path), export_format="GLB", use_selection=True,
                                   export_apply=True, export_yup=True, export_texcoords=True,
-                                  export_normals=True, export_materials="NONE", export_animations=False)
+                                  export_normals=True, export_materials="EXPORT", export_animations=False)
     finally:
+        if saved:
+            for slot, mat in zip(obj.material_slots, saved):
+                slot.material = mat
+        else:
+            obj.data.materials.clear()  # pop() would leave an empty object slot behind
+        bpy.data.materials.remove(plain)
         obj.select_set(False)
         for ob in selected:
             ob.select_set(True)

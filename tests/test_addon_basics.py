@@ -183,3 +183,20 @@ def test_opening_a_file_shows_the_running_job_again(addon, tmp_path):
     assert pump.on_load_post in bpy.app.handlers.load_post
     assert bpy.app.timers.is_registered(pump.tick)  # the persistent timer survived the load
     SESSION.job.state = "NONE"
+
+
+def test_retexture_export_keeps_uvs_and_restores_materials(addon, tmp_path):
+    """The GLB the engine gets carries the UVs; the artist's object is left exactly as it was."""
+    from blender_addon import importer
+    from engine.mesh.mesh_io import load_mesh  # the engine's own reader
+    bpy.ops.mesh.primitive_cube_add(size=1.0)
+    bare = bpy.context.active_object
+    importer.export_for_retexture(bpy.context, bare, tmp_path / "bare.glb")
+    assert len(bare.material_slots) == 0 and not bpy.data.materials.get("VSDream export")
+    assert load_mesh(tmp_path / "bare.glb").had_uvs
+    own = bpy.data.materials.new("Own")
+    bare.data.materials.append(own)
+    importer.export_for_retexture(bpy.context, bare, tmp_path / "own.glb")
+    assert [s.material for s in bare.material_slots] == [own]
+    loaded = load_mesh(tmp_path / "own.glb")
+    assert loaded.had_uvs and len(loaded.mesh.vertices) == 24  # the cube's 24 UV-split corners

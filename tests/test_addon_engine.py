@@ -24,7 +24,7 @@ TINY = {"nerf": {"steps": 40, "method": "sds", "resolution_schedule": [[0, 48]],
         "geometry": {"steps": 5, "grid_resolution": 32, "preview_every": 5, "checkpoint_every": 5},
         "texture": {"steps": 15, "method": "sds", "resolution_schedule": [[0, 48]], "preview_every": 5,
                     "checkpoint_every": 15},
-        "export": {"texture_size": 256, "face_target": 2000}}
+        "export": {"texture_size": 256, "face_target": 2000}, "camera": {"eval_views": 4}}
 # a job that runs until stopped, with cheap steps (32² renders, 16 samples per ray)
 LONG = {"nerf": {"steps": 100000, "preview_every": 5, "checkpoint_every": 10, "resolution_schedule": [[0, 32]],
                  "samples_per_ray": 16}}
@@ -55,6 +55,7 @@ def _marker_centre(obj, share: float = 0.02):
     """Where the most magenta texels of the baked texture sit on the mesh: the world-space centre
     of the top `share` of faces by blue-minus-green (the body is orange, b < g; the marker disc is
     magenta, b >> g), and their mean score. A mirrored or rotated import moves this centre."""
+    bpy.context.view_layer.update()  # matrix_world follows the location set at import
     mat = obj.active_material
     img = next(n.image for n in mat.node_tree.nodes if n.type == "TEX_IMAGE" and n.image)
     w, h = img.size
@@ -181,6 +182,8 @@ def test_retexture_selected_cube(addon):
     assert _rt().job_state == "DONE", f"{_rt().error_code}: {_rt().error_message}"
     assert bpy.data.objects.get(cube.name) is cube and cube.data is mesh
     assert len(cube.data.vertices) == n_verts
+    # the texture was baked into the cube's own UVs (the swapped material reads them)
+    assert _session().job.result["export"]["particles"][0]["uv_method"] == "input"
     mat = cube.active_material
     assert mat is not None and mat != old and mat.name.startswith("VSDream")
     assert any(n.type == "TEX_IMAGE" and n.image for n in mat.node_tree.nodes)
