@@ -16,8 +16,6 @@ bl_info = {
 
 import atexit  # noqa: E402
 
-import bpy  # noqa: E402
-
 from . import operators, overlay_draw, panels, preferences, properties, pump  # noqa: E402
 from .session import SESSION  # noqa: E402
 

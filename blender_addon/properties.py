@@ -36,6 +36,24 @@ def _redraw_views(_self=None, _context=None):
                 area.tag_redraw()
 
 
+# the camera distance/fov each preset was tuned for (engine/presets.py; a test keeps them equal)
+PRESET_CAMERAS = {name: {"distance": (1.0, 1.5), "fov_deg": (40.0, 70.0)} for name, _, _ in PRESETS}
+PRESET_CAMERAS["cpu-smoke"] = {"distance": (2.2, 2.6), "fov_deg": (40.0, 50.0)}
+
+
+def _preset_update(self, _context):
+    """Choosing a preset brings its camera distance and field of view (the ranges stay editable)."""
+    cam = PRESET_CAMERAS.get(self.preset)
+    if cam is None:
+        return
+    # widen first, then narrow, so the min ≤ max callbacks never clamp the new values
+    self.distance_max = max(self.distance_max, cam["distance"][1])
+    self.distance_min, self.distance_max = cam["distance"]
+    self.fov_max = max(self.fov_max, math.radians(cam["fov_deg"][1]))
+    self.fov_min, self.fov_max = (math.radians(v) for v in cam["fov_deg"])
+    _redraw_views()
+
+
 def _ordered(lo_name, hi_name):
     """Update callbacks that keep min ≤ max by dragging the other end along."""
     def lo_update(self, _context):
@@ -59,7 +77,7 @@ _FO = _ordered("fov_min", "fov_max")
 class VSDREAM_PG_settings(bpy.types.PropertyGroup):
     prompt: StringProperty(name="Prompt", description="What to make", default="")
     negative_prompt: StringProperty(name="Negative", description="What to avoid", default="")
-    preset: EnumProperty(name="Preset", items=PRESETS, default="fast")
+    preset: EnumProperty(name="Preset", items=PRESETS, default="fast", update=_preset_update)
     prior: EnumProperty(name="Prior", items=PRIORS, default="sd",
                         description="Which diffusion model guides the optimisation")
     seed: IntProperty(name="Seed", default=0, min=0)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -57,12 +56,3 @@ def local_engine(context=None) -> None:
 def pump_until(predicate, timeout_s: float) -> bool:
     from blender_addon import pump
     return pump.run_until(predicate, timeout_s)
-
-
-def wait_for(predicate, timeout_s: float, step_s: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step_s)
-    return bool(predicate())

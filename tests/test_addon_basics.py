@@ -200,3 +200,19 @@ def test_retexture_export_keeps_uvs_and_restores_materials(addon, tmp_path):
     assert [s.material for s in bare.material_slots] == [own]
     loaded = load_mesh(tmp_path / "own.glb")
     assert loaded.had_uvs and len(loaded.mesh.vertices) == 24  # the cube's 24 UV-split corners
+
+
+def test_choosing_a_preset_brings_its_camera(addon):
+    from blender_addon.properties import PRESET_CAMERAS
+    from engine.presets import make_spec
+    for name, cam in PRESET_CAMERAS.items():  # the add-on's table matches the engine's presets
+        spec = make_spec(name)
+        assert cam["distance"] == pytest.approx(spec.camera.distance), name
+        assert cam["fov_deg"] == pytest.approx(spec.camera.fov_deg), name
+    s = bpy.context.scene.vsdream
+    s.preset = "cpu-smoke"
+    assert (s.distance_min, s.distance_max) == pytest.approx((2.2, 2.6))
+    assert (math.degrees(s.fov_min), math.degrees(s.fov_max)) == pytest.approx((40.0, 50.0), abs=1e-4)
+    s.preset = "paper"
+    assert (s.distance_min, s.distance_max) == pytest.approx((1.0, 1.5))
+    assert math.degrees(s.fov_max) == pytest.approx(70.0, abs=1e-4)

@@ -6,7 +6,6 @@ module) and looks only at what a user sees: panel state, the preview image, impo
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import subprocess
@@ -40,11 +39,11 @@ def _session():
 
 
 def _reference_scene_settings(prompt: str = "") -> None:
-    """What a user sets for the analytic reference scene: its preset, prior and camera range."""
+    """What a user sets for the analytic reference scene: its preset (which brings the camera
+    distance and field of view it was tuned for) and prior."""
     s = bpy.context.scene.vsdream
     s.prompt, s.preset, s.prior, s.texture_size = prompt, "cpu-smoke", "analytic:marker", "256"
-    s.distance_max, s.distance_min = 2.6, 2.2
-    s.fov_max, s.fov_min = math.radians(50.0), math.radians(40.0)
+    assert (s.distance_min, s.distance_max) == pytest.approx((2.2, 2.6))
 
 
 def _terminal() -> bool:
@@ -192,7 +191,6 @@ def test_retexture_selected_cube(addon):
 
 def _finished_run(runs, job_id: str) -> None:
     """A run folder as a finished job leaves it: spec, events (artifact + done), a result GLB."""
-    from blender_addon import importer
     run = runs / job_id
     (run / "result").mkdir(parents=True)
     bpy.ops.mesh.primitive_cube_add()

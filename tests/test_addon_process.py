@@ -11,7 +11,7 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-from addon_helpers import addon, wait_for  # noqa: E402,F401
+from addon_helpers import addon  # noqa: E402,F401
 from blender_addon import engine_process, engine_setup, os_process  # noqa: E402
 
 _FAKE_ENGINE = "import time; time.sleep(120)"

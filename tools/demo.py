@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import bpy  # first: bpy must be imported before anything that imports pymeshlab
 
-import json
 import math
 import os
 import sys
@@ -62,11 +61,8 @@ def set_up_scene(prior: str, preset: str) -> None:
     for ob in [o for o in scene.objects if o.type == "MESH"]:  # the default cube
         bpy.data.objects.remove(ob)
     s = scene.vsdream
-    s.prompt, s.prior, s.preset, s.seed = PROMPT, prior, preset, 0
+    s.prompt, s.prior, s.preset, s.seed = PROMPT, prior, preset, 0  # the preset brings its distance/fov
     s.texture_size = "256" if preset == "cpu-smoke" else "1024"
-    if preset == "cpu-smoke":  # the reference scene's camera range (what the preset was tuned for)
-        s.distance_max, s.distance_min = 2.6, 2.2
-        s.fov_max, s.fov_min = math.radians(50.0), math.radians(40.0)
     s.elevation_min, s.elevation_max = math.radians(-10.0), math.radians(45.0)
     # "From view" as if looking from the front, slightly above: centres the elevation range there
     bpy.ops.vsdream.camera_from_view(direction=(0.0, -1.0, 0.3))

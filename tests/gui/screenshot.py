@@ -84,7 +84,6 @@ def setup() -> None:
     scene = bpy.context.scene
     s = scene.vsdream
     s.prompt, s.preset, s.prior = "a small toy robot", "cpu-smoke", "analytic:marker"
-    s.distance_min, s.distance_max = 2.2, 2.6
     s.azimuth_min, s.azimuth_max = -2.2, 2.2
     # no active object: Blender 3.4's "Item" tab (a C panel that needs one) then hides itself and
     # the sidebar opens on VSDream, the first tab left (3.4 cannot pick a tab from Python)
