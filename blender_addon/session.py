@@ -40,11 +40,15 @@ class ConnectConfig:
 class Connection:
     """An authenticated socket with a reader thread (frames → inbox) and a writer thread."""
 
-    def __init__(self, sock: socket.socket, inbox: queue.Queue, welcome):
-        self.sock = sock
+    def __init__(self, chan, inbox: queue.Queue, welcome):
+        """Take over a connected protocol.Channel: its socket, its decoder state and any frames
+        it already received after the welcome (those go to the inbox first)."""
+        self.sock = sock = chan.sock
         self.inbox = inbox
         self.welcome = welcome
-        self.reader = protocol.FrameReader()
+        self.reader = chan.reader
+        for frame in chan.take_pending():
+            inbox.put(("frame", frame))
         self._out: queue.Queue = queue.Queue()
         self._closed = threading.Event()
         sock.settimeout(None)  # blocking sends; the reader polls with select()
@@ -163,7 +167,7 @@ def connect(cfg: ConnectConfig, inbox: queue.Queue):
         if engine:
             engine.stop()
         raise ConnectError(_refused_message(cfg, exc)) from None
-    return Connection(chan.sock, inbox, welcome), engine
+    return Connection(chan, inbox, welcome), engine
 
 
 class ConnectError(RuntimeError):
