@@ -82,7 +82,7 @@ def generate_and_wait() -> bool:
     try:
         while rt.job_state not in ("DONE", "FAILED", "CANCELLED"):
             pump.drain()
-            if time.monotonic() - last > 5.0:
+            if time.monotonic() - last > 15.0:
                 last = time.monotonic()
                 eta = f", ETA {rt.eta_s:.0f} s" if rt.eta_s else ""
                 say(f"{time.monotonic() - t0:5.0f} s  engine {rt.engine_state.lower()}, job {rt.job_state.lower()}"
