@@ -93,18 +93,18 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     parts = set(args.only.split(","))
     report: dict[str, Any] = {"device": "cpu", "threads": torch.get_num_threads()}
+    sections = [("nerf_vsd", "nerf", lambda: nerf_figures("vsd", args.steps)),
+                ("nerf_sds", "nerf", lambda: nerf_figures("sds", args.steps)),
+                ("spread", "spread", lambda: spread_figures(args.spread_steps)),
+                ("variants", "variants", lambda: variants_figures(args.steps))]
+    for key, part, run in sections:
+        if part in parts:
+            report[key] = run()
+            if not args.json:  # long runs: show each figure as soon as it exists
+                print(f"{key}: {report[key]}", flush=True)
     if "nerf" in parts:
-        report["nerf_vsd"] = nerf_figures("vsd", args.steps)
-        report["nerf_sds"] = nerf_figures("sds", args.steps)
         report["targets"] = {"psnr_db": 30.0, "seconds": 180.0}
-    if "spread" in parts:
-        report["spread"] = spread_figures(args.spread_steps)
-    if "variants" in parts:
-        report["variants"] = variants_figures(args.steps)
     if args.json:
         print(json.dumps(report, indent=2))
-    else:
-        for key, value in report.items():
-            print(f"{key}: {value}")
     sys.stdout.flush()
     return 0
