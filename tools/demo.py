@@ -109,12 +109,17 @@ def frame_and_render() -> None:
     """Point the camera at the imported object from the front-left, light it, render with Cycles CPU."""
     from mathutils import Vector
     scene = bpy.context.scene
+    bpy.context.view_layer.update()
     objs = [o for o in bpy.data.collections["VSDream"].objects if o.type == "MESH"]
-    centre = sum((o.matrix_world.translation for o in objs), Vector()) / max(1, len(objs))
+    corners = [o.matrix_world @ Vector(c) for o in objs for c in o.bound_box]
+    lo = Vector([min(c[k] for c in corners) for k in range(3)])
+    hi = Vector([max(c[k] for c in corners) for k in range(3)])
+    centre, radius = (lo + hi) / 2, max((hi - lo).length / 2, 1e-3)
     cam = scene.camera
-    cam.location = centre + Vector((-0.8, -1.7, 0.7))
+    cam.data.sensor_fit, cam.data.angle = "VERTICAL", math.radians(40.0)
+    # front-left, a little above; far enough that the bounding sphere fills ~90% of the height
+    cam.location = centre + Vector((-0.42, -0.85, 0.32)).normalized() * (radius / math.sin(math.radians(18.0)))
     cam.rotation_euler = (centre - cam.location).to_track_quat("-Z", "Y").to_euler()
-    cam.data.lens = 50
     light = next((o for o in scene.objects if o.type == "LIGHT"), None)
     if light is not None:  # a sun from the front-left, above
         light.data.type = "SUN"
