@@ -92,11 +92,12 @@ def test_retexture_recovers_known_colours_in_the_users_uv_layout(tmp_path):
     ref, grey = _reference_glbs(tmp_path)
     ctx, events = _ctx(tmp_path, {
         "mode": "retexture", "input_mesh": str(grey), "prior": f"analytic:mesh={ref}",
-        "texture": {"steps": 80, "method": "vsd", "guidance_scale": 1.0, "resolution_schedule": [[0, 32]]},
+        "texture": {"steps": 80, "method": "vsd", "guidance_scale": 1.0, "resolution_schedule": [[0, 32]],
+                    "anneal_step": 40, "t_max_annealed": 0.1},
         "camera": {"eval_views": 4}, "export": {"texture_size": 256}})
     out = run_retexture(ctx)
     assert out["input"]["had_uvs"]
-    assert out["texture"]["psnr"] > 23.0, out["texture"]  # measured 25.2 dB (grey start: 14.4 dB)
+    assert out["texture"]["psnr"] > 24.0, out["texture"]  # measured 26.6 dB (the grey start: 14.4 dB)
     result = ctx.run.result / "mesh.glb"
     src = next(iter(trimesh.load(grey, process=False).geometry.values()))
     new = next(iter(trimesh.load(result, process=False).geometry.values()))
@@ -111,5 +112,4 @@ def test_retexture_recovers_known_colours_in_the_users_uv_layout(tmp_path):
     white = torch.ones(4, 48, 48, 3)
     got = AnalyticPrior.from_name(f"mesh={result}").reference_render(cams, white)
     want = AnalyticPrior.from_name(f"mesh={ref}").reference_render(cams, white)
-    print("retexture psnr", out["texture"]["psnr"], "exported", psnr(got, want))
-    assert psnr(got, want) > 22.0
+    assert psnr(got, want) > 24.0  # measured 27.6 dB
