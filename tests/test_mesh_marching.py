@@ -106,3 +106,18 @@ def test_empty_density_gives_a_clear_error():
     from engine.errors import EngineError
     with pytest.raises(EngineError, match="threshold"):
         fit_bbox(lambda x: torch.zeros(x.shape[0]), threshold=25.0)
+
+
+def test_silhouette_threshold_follows_what_the_field_renders():
+    from engine.mesh.extract import silhouette_threshold
+
+    def solid(x):  # a ball of radius 0.5 with σ = 12 inside: opaque (σ·1 ≫ 1), yet below 25 everywhere
+        return 12.0 * torch.sigmoid(-(x.norm(dim=-1) - 0.5) / 0.01)
+
+    level, info = silhouette_threshold(solid, wanted=25.0)
+    assert 0.5 < level < 12.0 and info["disagreement"] < 0.01 < info["disagreement_at_wanted"]
+
+    def dense(x):  # σ = 200 inside: 25 works as well as any level, so the reference value is kept
+        return 200.0 * torch.sigmoid(-(x.norm(dim=-1) - 0.5) / 0.01)
+
+    assert silhouette_threshold(dense, wanted=25.0)[0] == 25.0

@@ -38,25 +38,27 @@ def _ctx(tmp_path: Path, overrides: dict) -> tuple[JobContext, list]:
     return JobContext(spec, run, events.append), events
 
 
-def test_text_mode_mesh_stages_resume_and_reexport(tmp_path):
+def test_text_mode_mesh_stages_per_particle_resume_and_reexport(tmp_path):
     ctx, events = _ctx(tmp_path, {
-        "nerf": {"steps": 0},  # the blob-initialised field stands in for a trained stage 1
+        "particles": 2,
+        "nerf": {"steps": 0},  # the blob-initialised fields stand in for a trained stage 1
         "geometry": {"steps": 3, "grid_resolution": 32, "resolution_schedule": [[0, 32]], "checkpoint_every": 2},
         "texture": {"steps": 3, "resolution_schedule": [[0, 32]]},
         "camera": {"eval_views": 2},
         "export": {"texture_size": 256, "formats": ["glb", "obj"]}})
     nerf = NerfStage(ctx)
     out = run_mesh_stages(ctx, nerf)
-    glb = ctx.run.result / "mesh.glb"
-    assert glb.exists() and (ctx.run.result / "mesh.obj").exists()
+    glbs = [ctx.run.result / f"mesh_{i}.glb" for i in range(2)]  # each particle its own mesh
+    assert all(p.exists() for p in glbs) and (ctx.run.result / "mesh_1.obj").exists()
     assert {"geometry-00000003.pt", "texture-00000003.pt"} <= {p.name for p in ctx.run.ckpt.iterdir()}
-    part = out["export"]["particles"][0]
-    assert part["uv_method"] == "xatlas" and part["faces"] == out["texture"]["particles"][0]["faces"]
-    roles = {e.role for e in events if isinstance(e, Artifact)}
-    assert {"mesh", "mesh_obj", "contact_sheet"} <= roles
-    data = glb.read_bytes()
-    doc = json.loads(data[20:20 + struct.unpack_from("<I", data, 12)[0]])
-    assert doc["asset"]["extras"]["spec"]["preset"] == "cpu-smoke" and doc["asset"]["extras"]["seed"] == 0
+    parts = out["export"]["particles"]
+    assert [p["particle"] for p in parts] == [0, 1] and all(p["uv_method"] == "xatlas" for p in parts)
+    assert [p["faces"] for p in parts] == [p["faces"] for p in out["texture"]["particles"]]
+    roles = [e.role for e in events if isinstance(e, Artifact)]
+    assert roles.count("mesh") == 2 and "mesh_obj" in roles and "contact_sheet" in roles
+    data = glbs[1].read_bytes()
+    extras = json.loads(data[20:20 + struct.unpack_from("<I", data, 12)[0]])["asset"]["extras"]
+    assert extras["particle"] == 1 and extras["seed"] == 0 and extras["spec"]["preset"] == "cpu-smoke"
 
     # running again resumes both stages at their last step and re-exports
     events.clear()
@@ -64,11 +66,12 @@ def test_text_mode_mesh_stages_resume_and_reexport(tmp_path):
     starts = [e for e in events if isinstance(e, StageStarted)]
     assert [(s.stage, s.resumed_from) for s in starts] == [("geometry", 3), ("texture", 3)]
 
-    # `vsdream export RUN_DIR` rewrites the mesh from the texture checkpoint
-    glb.unlink()
+    # `vsdream export RUN_DIR` rewrites the meshes from the texture checkpoint
+    for p in glbs:
+        p.unlink()
     assert export_main([str(ctx.run.root), "--formats", "glb"]) == 0
-    mesh = next(iter(trimesh.load(glb, process=False).geometry.values()))
-    assert len(mesh.faces) == part["faces"]
+    mesh = next(iter(trimesh.load(glbs[0], process=False).geometry.values()))
+    assert len(mesh.faces) == parts[0]["faces"] and glbs[1].exists()
 
 
 def _reference_glbs(folder: Path) -> tuple[Path, Path]:

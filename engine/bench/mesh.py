@@ -86,8 +86,8 @@ def extraction_figures(resolutions: list[int], from_nerf: bool) -> dict[str, Any
             t0 = time.perf_counter()
             threshold = 25.0
             if name == "nerf":
-                from ..stages.geometry import extraction_threshold
-                threshold, _ = extraction_threshold(density, 1.0)
+                from ..mesh.extract import silhouette_threshold
+                threshold, _ = silhouette_threshold(density, 1.0)
             v, f = dmtet_from_density(density, res, threshold).extract()
             out[f"{name}_grid{res}"] = {"faces": int(f.shape[0]), "chamfer_l1": _chamfer(v.detach(), f, sdf, ref, radius),
                                         "seconds": round(time.perf_counter() - t0, 2)}

@@ -3,9 +3,17 @@
 Follows the reference recipe (anchors-vsd.md §8): level = density − threshold (25 after softplus
 for the blob-initialised field), a coarse-to-fine bbox with a 10% margin, SDF clamped to [−1, 1]
 (scaled by the threshold so the zero crossing is the one marching cubes on the density would find).
+
+A fixed 25 suits a long-trained field; a short run's field can be opaque at densities well below
+it (a cpu-smoke body at σ ≈ 10 came out as a hollow rim). `silhouette_threshold` therefore checks
+the level against what the field renders: a ray sees the solid {σ > τ} iff the largest σ on it
+exceeds τ, and should iff the field's opacity on it exceeds ½; the level keeps 25 when it
+disagrees on at most 2% of the rays more than the best level does (grazing rays through a soft
+edge always disagree a little), and moves to the best level otherwise.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -45,6 +53,46 @@ def fit_bbox(density_fn: DensityFn, threshold: float, half_extent: float = 1.0, 
         lo = torch.maximum(occupied.min(0).values - pad, torch.full_like(lo, -half_extent))
         hi = torch.minimum(occupied.max(0).values + pad, torch.full_like(hi, half_extent))
     return lo, hi
+
+
+def silhouette_threshold(density_fn: DensityFn, radius: float = 1.0, wanted: float = 25.0, resolution: int = 32,
+                         samples: int = 96, tolerance: float = 0.02,
+                         device: torch.device | str = "cpu") -> tuple[float, dict[str, float]]:
+    """Iso-level whose solid matches the field's opacity masks from 24 orbit views (see above).
+    Returns the level and how well it and `wanted` agree (fraction of disagreeing rays)."""
+    from ..cameras import make_cameras
+    elev = torch.deg2rad(torch.tensor([-10.0, 15.0, 40.0])).repeat_interleave(8)
+    azim = torch.deg2rad(torch.arange(8.0) * 45.0 + 22.5).repeat(3)
+    dist = torch.full((24,), 2.5 * radius)
+    fov = torch.full((24,), 2.2 * math.asin(1 / 2.5))
+    origins, dirs = make_cameras(elev, azim, dist, fov, resolution, resolution).to(device).rays()
+    o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
+    b = (o * d).sum(-1)
+    disc = b * b - ((o * o).sum(-1) - radius * radius)
+    meets = disc > 0
+    o, d, b, root = o[meets], d[meets], b[meets], disc[meets].sqrt()
+    near, far = -b - root, -b + root
+    u = (torch.arange(samples, device=device, dtype=o.dtype) + 0.5) / samples
+    t = near[:, None] + (far - near)[:, None] * u[None]
+    sigma = _query(density_fn, (o[:, None] + t[..., None] * d[:, None]).reshape(-1, 3)).view(-1, samples)
+    opaque = (1 - torch.exp(-(sigma * ((far - near) / samples)[:, None]).sum(1))) > 0.5
+    peak, order = torch.sort(sigma.max(1).values)
+    opaque = opaque[order].float()
+    n = peak.numel()
+    if n == 0 or not bool(opaque.any()):
+        raise EngineError("the stage-1 field is transparent from every view: no surface to extract",
+                          hint="run stage 1 for more steps, or check the prompt/prior")
+    # level between peak[k-1] and peak[k]: rays k.. are solid; errors = opaque below + clear above
+    below = torch.cat([torch.zeros(1, device=device), torch.cumsum(opaque, 0)])
+    above_clear = (n - torch.arange(n + 1, device=device)) - (opaque.sum() - below)
+    errors = (below + above_clear) / n
+    levels = torch.cat([peak[:1] * 0.5, 0.5 * (peak[1:] + peak[:-1]), peak[-1:] * 1.5]).clamp(min=1e-6)
+    k_wanted = int(torch.searchsorted(peak, torch.tensor(wanted, device=device, dtype=peak.dtype)))
+    pick = int(torch.argmin(errors))
+    if float(errors[k_wanted]) <= float(errors[pick]) + tolerance:
+        pick = k_wanted
+    level = wanted if pick == k_wanted else float(levels[pick])
+    return level, {"level": level, "disagreement": float(errors[pick]), "disagreement_at_wanted": float(errors[k_wanted])}
 
 
 def dmtet_from_density(density_fn: DensityFn, resolution: int, threshold: float = 25.0,

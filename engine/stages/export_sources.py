@@ -18,7 +18,7 @@ from ..errors import EngineError
 from ..field import RadianceField
 from ..mesh.extract import dmtet_from_density
 from ..mesh.mesh_io import LoadedMesh, load_mesh
-from .geometry import DEFAULT_THRESHOLD, extraction_threshold, meshes_from_checkpoint
+from .geometry import extraction_level, meshes_from_checkpoint
 from .texture import prepare_mesh
 
 Mesh = tuple[torch.Tensor, torch.Tensor]
@@ -80,10 +80,8 @@ def load_export_sources(ctx: JobContext) -> ExportSources:
         raw, stage, step = meshes_from_checkpoint(geo.state, ctx.device), "geometry", geo.step
     else:
         raw, stage, step = [], "nerf", nerf.step
-        for fld in fields:
-            level, warning = extraction_threshold(fld.density, spec.field.radius, DEFAULT_THRESHOLD, device=ctx.device)
-            if warning:
-                ctx.log(warning, "warning")
+        for i, fld in enumerate(fields):
+            level = extraction_level(ctx, fld.density, i)
             with torch.no_grad():
                 raw.append(tuple(t.detach() for t in dmtet_from_density(
                     fld.density, spec.geometry.grid_resolution, level, spec.field.radius, device=ctx.device).extract()))

@@ -14,10 +14,9 @@ import numpy as np
 import torch
 
 from ..context import JobContext
-from ..errors import EngineError
 from ..field import Background
 from ..mesh.dmtet import DMTet
-from ..mesh.extract import dmtet_from_density
+from ..mesh.extract import dmtet_from_density, silhouette_threshold
 from ..mesh.regularizers import laplacian_smoothing, normal_consistency
 from ..mesh.render import render_mesh
 from ..preview import to_uint8
@@ -34,21 +33,14 @@ def normal_map_prior(prior: Prior) -> Prior:
     return make() if callable(make) else prior
 
 
-def extraction_threshold(density: DensityFn, radius: float, wanted: float = DEFAULT_THRESHOLD,
-                         probe: int = 48, device: torch.device | str = "cpu") -> tuple[float, str | None]:
-    """`wanted`, or half the peak density when the field never reaches it (short or CPU runs);
-    the second value is a warning to log in that case."""
-    axis = torch.linspace(-radius, radius, probe, device=device)
-    pts = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
-    with torch.no_grad():
-        peak = float(torch.cat([density(pts[i:i + 65536]).reshape(-1) for i in range(0, pts.shape[0], 65536)]).max())
-    if peak > wanted:
-        return wanted, None
-    if peak <= 1e-6:
-        raise EngineError("the stage-1 field is empty: no density anywhere to extract a surface from",
-                          hint="run stage 1 for more steps, or check the prompt/prior")
-    return 0.5 * peak, (f"stage-1 density peaks at {peak:.3g} < threshold {wanted:g}; "
-                        f"extracting at {0.5 * peak:.3g} instead")
+def extraction_level(ctx: JobContext, density: DensityFn, particle: int, wanted: float = DEFAULT_THRESHOLD) -> float:
+    """The iso-level for a particle's density (extract.silhouette_threshold), logged when it is not 25."""
+    level, info = silhouette_threshold(density, ctx.spec.field.radius, wanted, device=ctx.device)
+    if level != wanted:
+        ctx.log(f"particle {particle}: extracting the surface at density {level:.3g} instead of {wanted:g} "
+                f"(silhouettes disagree with the field's opacity on {100 * info['disagreement']:.1f}% of rays "
+                f"instead of {100 * info['disagreement_at_wanted']:.1f}%)")
+    return level
 
 
 class GeometryStage(MeshStage):
@@ -61,9 +53,7 @@ class GeometryStage(MeshStage):
         radius = ctx.spec.field.radius
         nets = []
         for i, density in enumerate(densities):
-            level, warning = extraction_threshold(density, radius, threshold, device=self.device)
-            if warning:
-                ctx.log(f"particle {i}: {warning}", "warning")
+            level = extraction_level(ctx, density, i, threshold)
             nets.append(dmtet_from_density(density, self.cfg.grid_resolution, level, radius, device=self.device))
         self.dmtets = torch.nn.ModuleList(nets)
         self.opt = torch.optim.Adam([g for n in nets for g in n.param_groups(self.cfg.lr_geometry)])
