@@ -14,7 +14,7 @@ import torch
 
 from .context import JobContext, resolve_device
 from .events import Artifact, Done, EventSink
-from .preview import contact_sheet, save_png
+from .report import write_contact_sheet
 from .run_dir import RunDir
 from .spec import JobSpec
 from .stage_loop import run_stage
@@ -52,9 +52,5 @@ def report_nerf(ctx: JobContext, nerf: NerfStage) -> dict[str, Any]:
     """Held-out evaluation of stage 1 and its contact sheet (one row per particle)."""
     res = resolution_at(nerf.cfg, max(nerf.total - 1, 0))
     metrics = nerf.evaluate(res)
-    rows = metrics.pop("images")
-    sheet = contact_sheet([img for row in rows for img in row], columns=len(rows[0]))
-    path = save_png(ctx.run.result / "contact_sheet.png", sheet)
-    ctx.emit(Artifact(path.name, str(path), path.stat().st_size, role="contact_sheet"))
-    metrics["contact_sheet"] = str(path)
+    metrics["contact_sheet"] = write_contact_sheet(ctx, metrics.pop("images"), "contact_sheet.png")
     return metrics

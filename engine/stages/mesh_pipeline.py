@@ -11,9 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..context import JobContext
-from ..events import Artifact
 from ..mesh.mesh_io import DEFAULT_FACE_LIMIT, load_mesh
-from ..preview import contact_sheet, save_png
+from ..report import write_contact_sheet
 from ..stage_loop import run_stage
 from .export import export_texture_stage
 from .geometry import GeometryStage
@@ -23,11 +22,7 @@ from .texture import TextureStage
 def report_texture(ctx: JobContext, texture: TextureStage, resolution: int = 128) -> dict[str, Any]:
     """Held-out evaluation of the textured meshes and their contact sheet (one row per particle)."""
     metrics = texture.evaluate(resolution, ctx.spec.camera.eval_views)
-    rows = metrics.pop("images")
-    sheet = contact_sheet([img for row in rows for img in row], columns=len(rows[0]))
-    path = save_png(ctx.run.result / "mesh_contact_sheet.png", sheet)
-    ctx.emit(Artifact(path.name, str(path), path.stat().st_size, role="contact_sheet"))
-    metrics["contact_sheet"] = str(path)
+    metrics["contact_sheet"] = write_contact_sheet(ctx, metrics.pop("images"), "mesh_contact_sheet.png")
     return metrics
 
 
