@@ -56,3 +56,19 @@ def test_regularisers_vanish_on_a_flat_sheet_and_their_gradients_smooth_noise():
         opt.step()
     nc1, lap1 = (float(x.detach()) for x in losses())
     assert nc1 < 0.5 * nc0 and lap1 < lap0
+
+
+def test_components_and_hidden_bubbles():
+    from engine.mesh.raster import TorchRasterizer
+    from engine.mesh.visibility import connected_components, drop_hidden_components
+    outer = trimesh.creation.icosphere(2, radius=0.8)
+    inner = trimesh.creation.icosphere(1, radius=0.3)  # a closed bubble inside: never visible
+    side = trimesh.creation.icosphere(1, radius=0.1)
+    side.apply_translation((0.0, -0.95, 0.0))  # a small visible blob in front
+    mesh = trimesh.util.concatenate([outer, inner, side])
+    v, f = torch.tensor(mesh.vertices, dtype=torch.float32), torch.tensor(mesh.faces)
+    labels = connected_components(f, len(v))
+    assert len(torch.unique(labels)) == 3
+    kept = drop_hidden_components(v, f, TorchRasterizer(), radius=1.0, resolution=64)
+    assert len(kept) == len(outer.faces) + len(side.faces)
+    assert set(torch.unique(kept).tolist()).isdisjoint(range(len(outer.vertices), len(outer.vertices) + len(inner.vertices)))

@@ -89,8 +89,13 @@ def extraction_figures(resolutions: list[int], from_nerf: bool) -> dict[str, Any
                 from ..mesh.extract import silhouette_threshold
                 threshold, _ = silhouette_threshold(density, 1.0)
             v, f = dmtet_from_density(density, res, threshold).extract()
-            out[f"{name}_grid{res}"] = {"faces": int(f.shape[0]), "chamfer_l1": _chamfer(v.detach(), f, sdf, ref, radius),
-                                        "seconds": round(time.perf_counter() - t0, 2)}
+            entry = {"level": round(threshold, 2), "faces": int(f.shape[0]),
+                     "chamfer_l1": _chamfer(v.detach(), f, sdf, ref, radius), "seconds": round(time.perf_counter() - t0, 2)}
+            if name == "nerf":  # as exported: hidden components and small pieces dropped (no decimation)
+                from ..stages.texture import prepare_mesh
+                vp, fp = prepare_mesh(v, f, 10**7)
+                entry.update(prepared_faces=int(fp.shape[0]), prepared_chamfer_l1=_chamfer(vp, fp, sdf, ref, radius))
+            out[f"{name}_grid{res}"] = entry
     return out
 
 

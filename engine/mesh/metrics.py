@@ -78,7 +78,9 @@ def point_triangle_distance(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c
 def point_mesh_distance(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor, k: int = 4) -> torch.Tensor:
     """Distance (N,) from points to the mesh: exact over the faces around the k nearest vertices."""
     p = points.detach().double().cpu()
-    v, f = vertices.detach().double().cpu(), faces.long().cpu()
+    f = faces.long().cpu()
+    used, f = torch.unique(f, return_inverse=True)  # only vertices that belong to a face
+    v = vertices.detach().double().cpu()[used]
     nearest = _knn(p, v, k)[1]  # (N, k)
     # vertex → incident faces, padded to the largest valence
     corner_face = torch.arange(f.shape[0]).repeat_interleave(3)

@@ -85,5 +85,5 @@ def load_export_sources(ctx: JobContext) -> ExportSources:
             with torch.no_grad():
                 raw.append(tuple(t.detach() for t in dmtet_from_density(
                     fld.density, spec.geometry.grid_resolution, level, spec.field.radius, device=ctx.device).extract()))
-    meshes = [prepare_mesh(v, f, spec.export.face_target) for v, f in raw]
+    meshes = [prepare_mesh(v, f, spec.export.face_target, spec.field.radius) for v, f in raw]
     return ExportSources(stage, step, meshes, fields, None)

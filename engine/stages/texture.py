@@ -24,10 +24,14 @@ from .mesh_common import MeshStage
 Mesh = tuple[torch.Tensor, torch.Tensor]  # vertices (V, 3) float, faces (F, 3) long
 
 
-def prepare_mesh(vertices: torch.Tensor, faces: torch.Tensor, face_target: int) -> Mesh:
-    """Clean-up (small components, close vertices) and decimation before texturing, so the texture
-    stage optimises exactly the mesh that gets exported."""
+def prepare_mesh(vertices: torch.Tensor, faces: torch.Tensor, face_target: int, radius: float = 1.0) -> Mesh:
+    """Clean-up before texturing, so the texture stage optimises exactly the mesh that gets
+    exported: drop components no camera can see (bubbles a NeRF leaves inside), then small
+    components, close vertices, and decimate to the face target."""
     from ..mesh.cleanup import clean_mesh
+    from ..mesh.raster import make_rasterizer
+    from ..mesh.visibility import drop_hidden_components
+    faces = drop_hidden_components(vertices.detach(), faces, make_rasterizer(vertices.device), radius)
     v, f = clean_mesh(vertices.detach().cpu().numpy(), faces.cpu().numpy(), face_target)
     return torch.from_numpy(v).to(vertices.device), torch.from_numpy(f).to(vertices.device)
 
@@ -50,7 +54,7 @@ class TextureStage(MeshStage):
     @classmethod
     def from_stages(cls, ctx: JobContext, nerf: Any, geometry: Any) -> "TextureStage":
         """Text mode: GeometryStage surfaces (cleaned, decimated) + copies of the stage-1 fields."""
-        meshes = [prepare_mesh(v, f, ctx.spec.export.face_target) for v, f in geometry.meshes()]
+        meshes = [prepare_mesh(v, f, ctx.spec.export.face_target, ctx.spec.field.radius) for v, f in geometry.meshes()]
         fields = [copy.deepcopy(p.field) for p in nerf.particles]
         return cls(ctx, meshes, fields, [p.background for p in nerf.particles])
 

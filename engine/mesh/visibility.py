@@ -1,0 +1,61 @@
+"""Which parts of a mesh any camera can see: used to drop the closed bubbles a NeRF leaves inside
+an object (invisible, yet they cost faces, texture space and Chamfer distance)."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..cameras import make_cameras
+from .raster.base import Rasterizer
+from .render import clip_positions
+from .topology import face_neighbors
+
+
+def connected_components(faces: torch.Tensor, num_vertices: int | None = None) -> torch.Tensor:
+    """(F,) component label per face (edge-connected), by min-label hooking and pointer jumping."""
+    nb = face_neighbors(faces, num_vertices)
+    fi, k = torch.nonzero(nb >= 0, as_tuple=True)
+    a, b = fi, nb[fi, k]
+    label = torch.arange(faces.shape[0], device=faces.device)
+    while True:
+        lo = torch.minimum(label[a], label[b])
+        new = label.clone().scatter_reduce_(0, a, lo, reduce="amin").scatter_reduce_(0, b, lo, reduce="amin")
+        new = new.scatter_reduce(0, label, new, reduce="amin")  # hook roots as well
+        while True:  # pointer jumping
+            jumped = new[new]
+            if torch.equal(jumped, new):
+                break
+            new = jumped
+        if torch.equal(new, label):
+            return label
+        label = new
+
+
+def visible_faces(vertices: torch.Tensor, faces: torch.Tensor, raster: Rasterizer, resolution: int = 192,
+                  radius: float = 1.0) -> torch.Tensor:
+    """(F,) bool: the face covers a pixel centre in at least one of 26 views around the object
+    (8 azimuths at −30°, 0°, 30°, plus straight above and below)."""
+    elev = torch.tensor([-30.0] * 8 + [0.0] * 8 + [30.0] * 8 + [89.0, -89.0])
+    azim = torch.cat([torch.arange(8.0) * 45.0 + off for off in (0.0, 22.5, 0.0)] + [torch.zeros(2)])
+    n = elev.shape[0]
+    dist = torch.full((n,), 3.0 * radius)
+    fov = torch.full((n,), 2.2 * math.asin(1 / 3.0))
+    cams = make_cameras(torch.deg2rad(elev), torch.deg2rad(azim), dist, fov, resolution, resolution).to(vertices.device)
+    seen = torch.zeros(faces.shape[0] + 1, dtype=torch.bool, device=vertices.device)
+    with torch.no_grad():
+        for i in range(n):
+            rast = raster.rasterize(clip_positions(vertices, cams.index(i)), faces, (resolution, resolution))
+            seen[rast[..., 3].long().reshape(-1)] = True
+    return seen[1:]
+
+
+def drop_hidden_components(vertices: torch.Tensor, faces: torch.Tensor, raster: Rasterizer,
+                           radius: float = 1.0, resolution: int = 192) -> torch.Tensor:
+    """Faces of the components of which at least one face is visible (no holes are cut)."""
+    if faces.shape[0] == 0:
+        return faces
+    label = connected_components(faces, vertices.shape[0])
+    keep_label = torch.zeros(faces.shape[0], dtype=torch.bool, device=faces.device)
+    keep_label[label[visible_faces(vertices, faces, raster, resolution, radius)]] = True
+    return faces[keep_label[label]]
