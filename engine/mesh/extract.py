@@ -35,7 +35,7 @@ def sdf_from_density(density: torch.Tensor, threshold: float) -> torch.Tensor:
     return ((threshold - density) / max(threshold, 1e-6)).clamp(-1.0, 1.0)
 
 
-def fit_bbox(density_fn: DensityFn, threshold: float, half_extent: float = 1.0, probe_resolution: int = 64,
+def fit_bbox(density_fn: DensityFn, threshold: float, half_extent: float = 1.0, probe_resolution: int = 48,
              margin: float = 0.1, passes: int = 2, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Box around {density > threshold}, refined `passes` times, grown by `margin` of its size."""
     lo = torch.full((3,), -float(half_extent), device=device)
@@ -56,15 +56,15 @@ def fit_bbox(density_fn: DensityFn, threshold: float, half_extent: float = 1.0, 
 
 
 def silhouette_threshold(density_fn: DensityFn, radius: float = 1.0, wanted: float = 25.0, resolution: int = 32,
-                         samples: int = 96, tolerance: float = 0.02,
+                         samples: int = 64, tolerance: float = 0.02,
                          device: torch.device | str = "cpu") -> tuple[float, dict[str, float]]:
-    """Iso-level whose solid matches the field's opacity masks from 24 orbit views (see above).
+    """Iso-level whose solid matches the field's opacity masks from 16 orbit views (see above).
     Returns the level and how well it and `wanted` agree (fraction of disagreeing rays)."""
     from ..cameras import make_cameras
-    elev = torch.deg2rad(torch.tensor([-10.0, 15.0, 40.0])).repeat_interleave(8)
-    azim = torch.deg2rad(torch.arange(8.0) * 45.0 + 22.5).repeat(3)
-    dist = torch.full((24,), 2.5 * radius)
-    fov = torch.full((24,), 2.2 * math.asin(1 / 2.5))
+    elev = torch.deg2rad(torch.tensor([-10.0, 30.0])).repeat_interleave(8)
+    azim = torch.deg2rad(torch.arange(8.0) * 45.0 + 22.5).repeat(2)
+    dist = torch.full((16,), 2.5 * radius)
+    fov = torch.full((16,), 2.2 * math.asin(1 / 2.5))
     origins, dirs = make_cameras(elev, azim, dist, fov, resolution, resolution).to(device).rays()
     o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
     b = (o * d).sum(-1)

@@ -32,12 +32,12 @@ def connected_components(faces: torch.Tensor, num_vertices: int | None = None) -
         label = new
 
 
-def visible_faces(vertices: torch.Tensor, faces: torch.Tensor, raster: Rasterizer, resolution: int = 192,
+def visible_faces(vertices: torch.Tensor, faces: torch.Tensor, raster: Rasterizer, resolution: int = 128,
                   radius: float = 1.0) -> torch.Tensor:
-    """(F,) bool: the face covers a pixel centre in at least one of 26 views around the object
-    (8 azimuths at −30°, 0°, 30°, plus straight above and below)."""
-    elev = torch.tensor([-30.0] * 8 + [0.0] * 8 + [30.0] * 8 + [89.0, -89.0])
-    azim = torch.cat([torch.arange(8.0) * 45.0 + off for off in (0.0, 22.5, 0.0)] + [torch.zeros(2)])
+    """(F,) bool: the face covers a pixel centre in at least one of 14 views around the object
+    (6 azimuths at −35° and at 35°, plus straight above and below)."""
+    elev = torch.tensor([-35.0] * 6 + [35.0] * 6 + [89.0, -89.0])
+    azim = torch.cat([torch.arange(6.0) * 60.0, torch.arange(6.0) * 60.0 + 30.0, torch.zeros(2)])
     n = elev.shape[0]
     dist = torch.full((n,), 3.0 * radius)
     fov = torch.full((n,), 2.2 * math.asin(1 / 3.0))
@@ -51,7 +51,7 @@ def visible_faces(vertices: torch.Tensor, faces: torch.Tensor, raster: Rasterize
 
 
 def drop_hidden_components(vertices: torch.Tensor, faces: torch.Tensor, raster: Rasterizer,
-                           radius: float = 1.0, resolution: int = 192) -> torch.Tensor:
+                           radius: float = 1.0, resolution: int = 128) -> torch.Tensor:
     """Faces of the components of which at least one face is visible (no holes are cut)."""
     if faces.shape[0] == 0:
         return faces

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..checkpoint import CheckpointStore
 from ..context import JobContext
 from ..field import Background
 from ..mesh.dmtet import DMTet
@@ -51,10 +52,12 @@ class GeometryStage(MeshStage):
         super().__init__(ctx, ctx.spec.geometry, prior)
         self.backgrounds = backgrounds or [None] * len(densities)
         radius = ctx.spec.field.radius
-        nets = []
-        for i, density in enumerate(densities):
-            level = extraction_level(ctx, density, i, threshold)
-            nets.append(dmtet_from_density(density, self.cfg.grid_resolution, level, radius, device=self.device))
+        saved = CheckpointStore(ctx.run.ckpt).latest(self.name)
+        if saved is not None:  # resuming: the checkpoint holds the fitted boxes; skip the extraction
+            nets = [DMTet.from_state_dict(s, self.device) for s in saved.state["dmtets"]]
+        else:
+            nets = [dmtet_from_density(density, self.cfg.grid_resolution, extraction_level(ctx, density, i, threshold),
+                                       radius, device=self.device) for i, density in enumerate(densities)]
         self.dmtets = torch.nn.ModuleList(nets)
         self.opt = torch.optim.Adam([g for n in nets for g in n.param_groups(self.cfg.lr_geometry)])
         self.normal_prior = normal_map_prior(self.prior)

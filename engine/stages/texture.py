@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..checkpoint import CheckpointStore
 from ..context import JobContext
 from ..field import Background, RadianceField
 from ..mesh.mesh_io import LoadedMesh
@@ -53,8 +54,11 @@ class TextureStage(MeshStage):
     # ------------------------------------------------------------ factories
     @classmethod
     def from_stages(cls, ctx: JobContext, nerf: Any, geometry: Any) -> "TextureStage":
-        """Text mode: GeometryStage surfaces (cleaned, decimated) + copies of the stage-1 fields."""
-        meshes = [prepare_mesh(v, f, ctx.spec.export.face_target, ctx.spec.field.radius) for v, f in geometry.meshes()]
+        """Text mode: GeometryStage surfaces (cleaned, decimated) + copies of the stage-1 fields.
+        When stage 3 has a checkpoint its meshes replace these, so the clean-up is skipped."""
+        resuming = bool(CheckpointStore(ctx.run.ckpt).list(cls.name))
+        meshes = [(v, f) if resuming else prepare_mesh(v, f, ctx.spec.export.face_target, ctx.spec.field.radius)
+                  for v, f in geometry.meshes()]
         fields = [copy.deepcopy(p.field) for p in nerf.particles]
         return cls(ctx, meshes, fields, [p.background for p in nerf.particles])
 
