@@ -80,5 +80,6 @@ def test_phi_camera_mlp_starts_at_zero_and_training_reduces_loss():
         loss = phi.training_loss(x0, c1, torch.Generator().manual_seed(i % 4))
         first = first if first is not None else loss.item()
         opt.zero_grad(); loss.backward(); opt.step()
-    final = sum(float(phi.training_loss(x0, c1, torch.Generator().manual_seed(i))) for i in range(4)) / 4
+    with torch.no_grad():
+        final = sum(phi.training_loss(x0, c1, torch.Generator().manual_seed(i)).item() for i in range(4)) / 4
     assert final < first
