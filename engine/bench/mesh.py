@@ -12,6 +12,8 @@
 - re-texture: a reference mesh with known colours (the marker toy, centred in the unit sphere),
   given grey; held-out PSNR after stage 3 and of the exported GLB itself.
 - export: clean-up + xatlas + 1024² bake of a colour field + GLB write for a ~100k-face mesh.
+- pipeline: the whole cpu-smoke job (stage 1 → mesh → texture → GLB), as `make demo` runs it:
+  held-out PSNR of stage 1 and of the textured mesh (the figure an artist sees).
 Chamfer is reported in unit-sphere scale: distances divided by the reference's bounding radius.
 """
 from __future__ import annotations
@@ -32,9 +34,6 @@ from ..events import Event
 from ..presets import make_spec
 from ..run_dir import RunDir
 
-# t ≤ 0.1·T after step 100, as cpu-smoke's stage 1 does: a fresh ε_φ is only sharp at low noise
-# after a few hundred steps (texture PSNR 27.0 → 30.3 dB at 300 steps when measured)
-ANNEAL = {"anneal_step": 100, "t_max_annealed": 0.1}
 TARGETS = {"chamfer_l1": 0.01, "texture_psnr_db": 28.0, "retexture_psnr_db": 28.0, "export_100k_s": 30.0}
 
 
@@ -135,7 +134,7 @@ def texture_figures(steps: int, grid: int) -> dict[str, Any]:
     v, f = DMTet.from_sdf_fn(sdf, TetGrid.cube(grid, 0.8)).extract()
     v, f = prepare_mesh(v, f, 60_000)
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = _ctx(Path(tmp), {"texture": {"steps": steps, "resolution_schedule": [[0, 64]], **ANNEAL}})
+        ctx = _ctx(Path(tmp), {"texture": {"steps": steps, "resolution_schedule": [[0, 64]]}})
         stage = TextureStage(ctx, [(v, f)], [RadianceField(ctx.spec.field, gen=ctx.generator("bench"))], None)
         t0 = time.perf_counter()
         for step in range(steps):
@@ -171,7 +170,7 @@ def retexture_figures(steps: int) -> dict[str, Any]:
         write_glb(grey, TexturedMesh(vn, layout.faces, layout.uvs, np.full_like(texture, 0.5)))
         ctx = _ctx(Path(tmp) / "run", {
             "mode": "retexture", "input_mesh": str(grey), "prior": f"analytic:mesh={ref}",
-            "texture": {"steps": steps, "guidance_scale": 1.0, "resolution_schedule": [[0, 48]], **ANNEAL},
+            "texture": {"steps": steps, "guidance_scale": 1.0, "resolution_schedule": [[0, 48]]},
             "camera": {"eval_views": 4}, "export": {"texture_size": 512}})
         t0 = time.perf_counter()
         out = run_retexture(ctx)
@@ -209,11 +208,20 @@ def export_figures(grid: int, texture_size: int) -> dict[str, Any]:
             "glb_mb": round(size / 2**20, 2)}
 
 
+def pipeline_figures() -> dict[str, Any]:
+    from ..pipeline import run_job
+    spec = make_spec("cpu-smoke", {"prior": "analytic:marker", "seed": 0})
+    with tempfile.TemporaryDirectory() as tmp:
+        out = run_job(spec, Path(tmp), _quiet)
+    return {"stage1_psnr_db_64": round(out["nerf"]["psnr"], 2), "textured_psnr_db_128": round(out["texture"]["psnr"], 2),
+            "steps": {k: getattr(spec, k).steps for k in ("nerf", "geometry", "texture")}, "seconds": round(out["seconds"], 1)}
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="vsdream bench mesh")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--only", default="extract,refine,texture,retexture,export",
-                    help="comma list of extract, refine, texture, retexture, export")
+    ap.add_argument("--only", default="extract,refine,texture,retexture,export,pipeline",
+                    help="comma list of extract, refine, texture, retexture, export, pipeline")
     ap.add_argument("--from-nerf", action="store_true", help="also extract from a real cpu-smoke stage 1 (slow)")
     ap.add_argument("--refine-steps", type=int, default=100)
     ap.add_argument("--texture-steps", type=int, default=200)
@@ -232,6 +240,8 @@ def main(argv: list[str]) -> int:
         report["retexture"] = retexture_figures(args.retexture_steps)
     if "export" in parts:
         report["export"] = export_figures(128, 1024)
+    if "pipeline" in parts:
+        report["pipeline"] = pipeline_figures()
     report["seconds"] = round(time.perf_counter() - t0, 1)
     if args.json:
         print(json.dumps(report, indent=2))
