@@ -7,6 +7,15 @@ ENGINE_ICONS = {"OFFLINE": "RADIOBUT_OFF", "STARTING": "SORTTIME", "READY": "CHE
                 "STALLED": "ERROR", "ERROR": "CANCEL"}
 
 
+def _text_field(layout, data, prop: str, hint: str, icon: str) -> None:
+    """A label-less text field with a grey hint while empty (`placeholder`: Blender 4.1+; older ones
+    show the bare field)."""
+    try:
+        layout.prop(data, prop, text="", icon=icon, placeholder=hint)
+    except TypeError:
+        layout.prop(data, prop, text="", icon=icon)
+
+
 class _Sidebar:
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
@@ -48,8 +57,8 @@ class VSDREAM_PT_main(_Sidebar, bpy.types.Panel):
             if rt.log_path:
                 box.label(text=f"Log: {rt.log_path}", icon="TEXT")
         col = layout.column(align=True)
-        col.prop(s, "prompt", text="")
-        col.prop(s, "negative_prompt", text="", icon="REMOVE")
+        _text_field(col, s, "prompt", "Prompt: what to make", "NONE")
+        _text_field(col, s, "negative_prompt", "Negative prompt: what to avoid", "REMOVE")
         col = layout.column()
         col.use_property_split = True
         col.prop(s, "preset")
