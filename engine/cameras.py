@@ -106,6 +106,16 @@ def make_cameras(elevation: torch.Tensor, azimuth: torch.Tensor, distance: torch
     return Cameras(look_at(eye), fov_y, elevation, azimuth, distance, width, height)
 
 
+def framing_cameras(elevation_deg: torch.Tensor, azimuth_deg: torch.Tensor, radius: float, resolution: int,
+                    distance_factor: float = 2.5) -> Cameras:
+    """Square cameras at distance_factor·radius whose view holds the whole sphere of `radius` with a
+    10% margin (probes of a field or mesh from all round, not training views)."""
+    n = elevation_deg.shape[0]
+    return make_cameras(torch.deg2rad(elevation_deg), torch.deg2rad(azimuth_deg),
+                        torch.full((n,), distance_factor * radius),
+                        torch.full((n,), 2.2 * math.asin(1 / distance_factor)), resolution, resolution)
+
+
 class CameraSampler:
     """Random training cameras per DESIGN.md §3, deterministic for a given torch.Generator."""
 

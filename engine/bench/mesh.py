@@ -106,11 +106,12 @@ def refinement_figures(steps: int, grid: int, lr: float, resolution: int = 256) 
     0.0109 (128²) → 0.0081 (256²) when measured.
     """
     from ..stages.geometry import GeometryStage
-    scene, ref, radius, sdf, _ = _marker()
-    out: dict[str, Any] = {"grid": grid, "steps": steps, "render_resolution": resolution, "elevation_deg": [-80, 80]}
+    _, ref, radius, sdf, _ = _marker()
+    elevation = [-80.0, 80.0]
+    out: dict[str, Any] = {"grid": grid, "steps": steps, "render_resolution": resolution, "elevation_deg": elevation}
     for start, perturb in (("perturbed", 0.03), ("exact", 0.0)):
         with tempfile.TemporaryDirectory() as tmp:
-            ctx = _ctx(Path(tmp), {"camera": {"elevation_deg": [-80.0, 80.0]},
+            ctx = _ctx(Path(tmp), {"camera": {"elevation_deg": elevation},
                                    "geometry": {"steps": steps, "grid_resolution": grid, "lr_geometry": lr,
                                                 "guidance_scale": 1.0, "resolution_schedule": [[0, resolution]]}})
             stage = GeometryStage(ctx, [_density(sdf, perturb=perturb)], [None])

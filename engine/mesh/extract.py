@@ -13,7 +13,6 @@ edge always disagree a little), and moves to the best level otherwise.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
@@ -60,18 +59,14 @@ def silhouette_threshold(density_fn: DensityFn, radius: float = 1.0, wanted: flo
                          device: torch.device | str = "cpu") -> tuple[float, dict[str, float]]:
     """Iso-level whose solid matches the field's opacity masks from 16 orbit views (see above).
     Returns the level and how well it and `wanted` agree (fraction of disagreeing rays)."""
-    from ..cameras import make_cameras
-    elev = torch.deg2rad(torch.tensor([-10.0, 30.0])).repeat_interleave(8)
-    azim = torch.deg2rad(torch.arange(8.0) * 45.0 + 22.5).repeat(2)
-    dist = torch.full((16,), 2.5 * radius)
-    fov = torch.full((16,), 2.2 * math.asin(1 / 2.5))
-    origins, dirs = make_cameras(elev, azim, dist, fov, resolution, resolution).to(device).rays()
+    from ..cameras import framing_cameras
+    from ..render import sphere_intersect
+    elev = torch.tensor([-10.0, 30.0]).repeat_interleave(8)
+    azim = (torch.arange(8.0) * 45.0 + 22.5).repeat(2)
+    origins, dirs = framing_cameras(elev, azim, radius, resolution).to(device).rays()
     o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
-    b = (o * d).sum(-1)
-    disc = b * b - ((o * o).sum(-1) - radius * radius)
-    meets = disc > 0
-    o, d, b, root = o[meets], d[meets], b[meets], disc[meets].sqrt()
-    near, far = -b - root, -b + root
+    near, far, meets = sphere_intersect(o, d, radius)
+    o, d, near, far = o[meets], d[meets], near[meets], far[meets]
     u = (torch.arange(samples, device=device, dtype=o.dtype) + 0.5) / samples
     t = near[:, None] + (far - near)[:, None] * u[None]
     sigma = _query(density_fn, (o[:, None] + t[..., None] * d[:, None]).reshape(-1, 3)).view(-1, samples)

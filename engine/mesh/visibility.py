@@ -2,11 +2,9 @@
 an object (invisible, yet they cost faces, texture space and Chamfer distance)."""
 from __future__ import annotations
 
-import math
-
 import torch
 
-from ..cameras import make_cameras
+from ..cameras import framing_cameras
 from .raster.base import Rasterizer
 from .render import clip_positions
 from .topology import face_neighbors
@@ -38,13 +36,10 @@ def visible_faces(vertices: torch.Tensor, faces: torch.Tensor, raster: Rasterize
     (6 azimuths at −35° and at 35°, plus straight above and below)."""
     elev = torch.tensor([-35.0] * 6 + [35.0] * 6 + [89.0, -89.0])
     azim = torch.cat([torch.arange(6.0) * 60.0, torch.arange(6.0) * 60.0 + 30.0, torch.zeros(2)])
-    n = elev.shape[0]
-    dist = torch.full((n,), 3.0 * radius)
-    fov = torch.full((n,), 2.2 * math.asin(1 / 3.0))
-    cams = make_cameras(torch.deg2rad(elev), torch.deg2rad(azim), dist, fov, resolution, resolution).to(vertices.device)
+    cams = framing_cameras(elev, azim, radius, resolution, distance_factor=3.0).to(vertices.device)
     seen = torch.zeros(faces.shape[0] + 1, dtype=torch.bool, device=vertices.device)
     with torch.no_grad():
-        for i in range(n):
+        for i in range(cams.batch):
             rast = raster.rasterize(clip_positions(vertices, cams.index(i)), faces, (resolution, resolution))
             seen[rast[..., 3].long().reshape(-1)] = True
     return seen[1:]

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from ..cameras import Cameras
 from ..errors import MeshInputError
 from ..mesh.mesh_io import Y_UP_SUFFIXES
-from .scene_render import RayHits, SceneRender, ray_sphere, render_rays
+from ..render import sphere_intersect
+from .scene_render import RayHits, SceneRender, render_rays
 
 _Y_UP_TO_Z_UP = np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
 _CHUNK_ELEMENTS = 1 << 21  # rays × faces per chunk
@@ -178,7 +179,7 @@ class MeshScene:
         """Cast rays (N, 3) against all triangles; nearest hit wins."""
         origins, dirs = origins.float(), dirs.float()
         out = RayHits.empty(origins.shape[0], origins.device, origins.dtype)
-        _, _, meets = ray_sphere(origins, dirs, self.bound)
+        _, _, meets = sphere_intersect(origins, dirs, self.bound)
         idx = meets.nonzero().squeeze(1)
         if idx.numel() == 0:
             return out

@@ -62,19 +62,6 @@ class ReferenceScene(Protocol):
     def render(self, cameras: Cameras, supersample: int | None = None) -> SceneRender: ...
 
 
-def ray_sphere(origins: torch.Tensor, dirs: torch.Tensor, radius: float
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Entry/exit distances of unit-direction rays with a sphere at the origin, and whether they meet it."""
-    b = (origins * dirs).sum(-1)
-    c = (origins * origins).sum(-1) - radius * radius
-    disc = b * b - c
-    meets = disc > 0
-    root = disc.clamp_min(0).sqrt()
-    t_exit = -b + root
-    t_enter = (-b - root).clamp_min(0.0)
-    return t_enter, t_exit, meets & (t_exit > 0)
-
-
 def _subpixel_rays(cameras: Cameras, pix: torch.Tensor, ss: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Rays (E·ss², 3) through an ss×ss grid inside each pixel of `pix` (E, 3) = (camera, row, col)."""
     dev, dt = cameras.device, cameras.c2w.dtype

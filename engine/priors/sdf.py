@@ -4,8 +4,9 @@ Speed on a CPU comes from three things: primitives of one kind are packed into t
 distances are expanded (|p − c|² = |p|² − 2p·c + |c|²), so each kind costs a few elementwise ops
 on (N, P) and no (N, P, 3) temporaries; rays start where they enter the first primitive's bounding
 sphere (rays that meet none are misses without a single step); rays that converged or escaped
-leave the working set; steps are over-relaxed with the usual safety fallback. Distance formulas are the usual closed forms (sphere, rounded box, capsule, capped
-cylinder, torus); the ellipsoid uses the common first-order bound, hence a slightly relaxed step.
+leave the working set; steps are over-relaxed with the usual safety fallback. Distance formulas
+are the usual closed forms (sphere, rounded box, capsule, capped cylinder, torus); the ellipsoid
+uses the common first-order bound, hence a slightly relaxed step.
 """
 from __future__ import annotations
 

@@ -16,9 +16,8 @@ from ..checkpoint import CheckpointStore
 from ..context import JobContext
 from ..errors import EngineError
 from ..field import RadianceField
-from ..mesh.extract import dmtet_from_density
 from ..mesh.mesh_io import LoadedMesh, load_mesh
-from .geometry import extraction_level, meshes_from_checkpoint
+from .geometry import extract_dmtet, meshes_from_checkpoint
 from .texture import prepare_mesh
 
 Mesh = tuple[torch.Tensor, torch.Tensor]
@@ -45,14 +44,18 @@ def _fields(ctx: JobContext, states: list[dict[str, torch.Tensor]]) -> list[Radi
     return out
 
 
-def _nerf_fields(ctx: JobContext, state: dict) -> list[RadianceField]:
-    """Field weights out of a NerfStage checkpoint (`particles.<i>.field.<name>`)."""
+def _per_particle(state: dict[str, torch.Tensor], module: str | None = None) -> list[dict[str, torch.Tensor]]:
+    """Split a ModuleList state dict (`<i>.<name>`) per particle; with `module`, keep only
+    `<i>.<module>.<name>` entries, as `<name>`."""
     groups: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in state["particles"].items():
-        idx, sub, *rest = key.split(".")
-        if sub == "field":
-            groups.setdefault(int(idx), {})[".".join(rest)] = value
-    return _fields(ctx, [groups[i] for i in sorted(groups)])
+    for key, value in state.items():
+        idx, name = key.split(".", 1)
+        if module is not None:
+            head, _, name = name.partition(".")
+            if head != module:
+                continue
+        groups.setdefault(int(idx), {})[name] = value
+    return [groups[i] for i in sorted(groups)]
 
 
 def load_export_sources(ctx: JobContext) -> ExportSources:
@@ -62,11 +65,8 @@ def load_export_sources(ctx: JobContext) -> ExportSources:
     loaded = load_mesh(spec.input_mesh, decimate=spec.input_mesh_decimate) if spec.mode == "retexture" else None
     tex = store.latest("texture", log=log)
     if tex is not None:
-        fields_state = tex.state["fields"]
-        n = len({k.split(".")[0] for k in fields_state})
-        per = [{k.split(".", 1)[1]: v for k, v in fields_state.items() if k.split(".")[0] == str(i)} for i in range(n)]
         meshes = [(v.to(ctx.device), f.to(ctx.device)) for v, f in tex.state["meshes"]]
-        return ExportSources("texture", tex.step, meshes, _fields(ctx, per), loaded)
+        return ExportSources("texture", tex.step, meshes, _fields(ctx, _per_particle(tex.state["fields"])), loaded)
     if loaded is not None:
         raise EngineError("this re-texture run has no texture checkpoint yet: nothing to export",
                           hint="resume the job (vsdream run --resume RUN_DIR) until stage 3 has saved a checkpoint")
@@ -74,16 +74,14 @@ def load_export_sources(ctx: JobContext) -> ExportSources:
     if nerf is None:
         raise EngineError(f"no checkpoint in {ctx.run.ckpt}: nothing to export",
                           hint="run the job first (vsdream run), or point at the right run folder")
-    fields = _nerf_fields(ctx, nerf.state)
+    fields = _fields(ctx, _per_particle(nerf.state["particles"], "field"))
     geo = store.latest("geometry", log=log)
     if geo is not None:
         raw, stage, step = meshes_from_checkpoint(geo.state, ctx.device), "geometry", geo.step
     else:
         raw, stage, step = [], "nerf", nerf.step
         for i, fld in enumerate(fields):
-            level = extraction_level(ctx, fld.density, i)
             with torch.no_grad():
-                raw.append(tuple(t.detach() for t in dmtet_from_density(
-                    fld.density, spec.geometry.grid_resolution, level, spec.field.radius, device=ctx.device).extract()))
+                raw.append(tuple(t.detach() for t in extract_dmtet(ctx, fld.density, i).extract()))
     meshes = [prepare_mesh(v, f, spec.export.face_target, spec.field.radius) for v, f in raw]
     return ExportSources(stage, step, meshes, fields, None)

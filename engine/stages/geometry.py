@@ -44,6 +44,12 @@ def extraction_level(ctx: JobContext, density: DensityFn, particle: int, wanted:
     return level
 
 
+def extract_dmtet(ctx: JobContext, density: DensityFn, particle: int, threshold: float = DEFAULT_THRESHOLD) -> DMTet:
+    """A particle's stage-1 density as a DMTet at the geometry stage's grid resolution."""
+    return dmtet_from_density(density, ctx.spec.geometry.grid_resolution, extraction_level(ctx, density, particle, threshold),
+                              ctx.spec.field.radius, device=ctx.device)
+
+
 class GeometryStage(MeshStage):
     name = "geometry"
 
@@ -51,13 +57,11 @@ class GeometryStage(MeshStage):
                  threshold: float = DEFAULT_THRESHOLD, prior: Prior | None = None):
         super().__init__(ctx, ctx.spec.geometry, prior)
         self.backgrounds = backgrounds or [None] * len(densities)
-        radius = ctx.spec.field.radius
         saved = CheckpointStore(ctx.run.ckpt).latest(self.name)
         if saved is not None:  # resuming: the checkpoint holds the fitted boxes; skip the extraction
             nets = [DMTet.from_state_dict(s, self.device) for s in saved.state["dmtets"]]
         else:
-            nets = [dmtet_from_density(density, self.cfg.grid_resolution, extraction_level(ctx, density, i, threshold),
-                                       radius, device=self.device) for i, density in enumerate(densities)]
+            nets = [extract_dmtet(ctx, density, i, threshold) for i, density in enumerate(densities)]
         self.dmtets = torch.nn.ModuleList(nets)
         self.opt = torch.optim.Adam([g for n in nets for g in n.param_groups(self.cfg.lr_geometry)])
         self.normal_prior = normal_map_prior(self.prior)
