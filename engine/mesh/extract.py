@@ -19,9 +19,11 @@ import torch
 
 from ..errors import EngineError
 from .dmtet import DMTet
+from .solidify import closing_radius_cells, interior_mask
 from .tetgrid import TetGrid
 
 DensityFn = Callable[[torch.Tensor], torch.Tensor]
+FILL_RADIUS = 0.03  # world units: 2 cells at grid 64, 3 at 128 (see solidify)
 
 
 def _query(fn: DensityFn, pts: torch.Tensor, chunk: int = 1 << 18) -> torch.Tensor:
@@ -91,8 +93,16 @@ def silhouette_threshold(density_fn: DensityFn, radius: float = 1.0, wanted: flo
 
 
 def dmtet_from_density(density_fn: DensityFn, resolution: int, threshold: float = 25.0,
-                       half_extent: float = 1.0, device: torch.device | str = "cpu") -> DMTet:
-    """A DMTet whose zero level set is the thresholded stage-1 density inside a fitted box."""
+                       half_extent: float = 1.0, fill_radius: float = FILL_RADIUS,
+                       device: torch.device | str = "cpu") -> DMTet:
+    """A DMTet whose zero level set is the thresholded stage-1 density inside a fitted box, its
+    interior pockets filled (`solidify`; `fill_radius` in world units, 0 fills enclosed ones only)."""
     lo, hi = fit_bbox(density_fn, threshold, half_extent, device=device)
     grid = TetGrid(resolution, lo, hi)
-    return DMTet(grid, sdf_from_density(_query(density_fn, grid.vertices()), threshold))
+    density = _query(density_fn, grid.vertices())
+    sdf = sdf_from_density(density, threshold)
+    n = resolution + 1
+    r = closing_radius_cells(fill_radius, float(grid.cell_size.max()))
+    inside = interior_mask((density > threshold).view(n, n, n), r).reshape(-1)
+    sdf[inside] = -sdf[inside].abs().clamp(min=1e-3)
+    return DMTet(grid, sdf)
