@@ -29,21 +29,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..context import JobContext
-from ..events import Event
 from ..presets import make_spec
-from ..run_dir import RunDir
+from .common import quiet, smoke_context
 
 TARGETS = {"chamfer_l1": 0.01, "texture_psnr_db": 28.0, "retexture_psnr_db": 28.0, "export_100k_s": 30.0}
-
-
-def _quiet(_: Event) -> None:
-    pass
-
-
-def _ctx(tmp: Path, overrides: dict[str, Any]) -> JobContext:
-    spec = make_spec("cpu-smoke", overrides)
-    return JobContext(spec, RunDir(tmp).create(), _quiet)
 
 
 def _marker():
@@ -70,28 +59,29 @@ def _chamfer(v: torch.Tensor, f: torch.Tensor, sdf: Callable, ref: torch.Tensor,
 
 
 def extraction_figures(resolutions: list[int], from_nerf: bool) -> dict[str, Any]:
-    from ..mesh.extract import dmtet_from_density
-    scene, ref, radius, sdf, _ = _marker()
+    """Per density: its iso-level (25 for the analytic one; the silhouette-matched level for a
+    trained field, as the geometry stage picks it), then one extraction per grid resolution."""
+    from ..mesh.extract import dmtet_from_density, silhouette_threshold
+    from ..stages.texture import prepare_mesh
+    _, ref, radius, sdf, _ = _marker()
     out: dict[str, Any] = {"density": "analytic marker SDF as density (perfect stage 1)"}
     densities = {"analytic": _density(sdf)}
     if from_nerf:
-        from ..bench.quality import run_nerf
+        from .quality import run_nerf
         stage, seconds = run_nerf("vsd")
-        field = stage.particles[0].field
-        densities["nerf"] = field.density
+        densities["nerf"] = stage.particles[0].field.density
         out["nerf_seconds"] = round(seconds, 1)
     for name, density in densities.items():
+        t_level = time.perf_counter()
+        threshold = silhouette_threshold(density, 1.0)[0] if name == "nerf" else 25.0
+        level_seconds = time.perf_counter() - t_level
         for res in resolutions:
             t0 = time.perf_counter()
-            threshold = 25.0
-            if name == "nerf":
-                from ..mesh.extract import silhouette_threshold
-                threshold, _ = silhouette_threshold(density, 1.0)
             v, f = dmtet_from_density(density, res, threshold).extract()
             entry = {"level": round(threshold, 2), "faces": int(f.shape[0]),
-                     "chamfer_l1": _chamfer(v.detach(), f, sdf, ref, radius), "seconds": round(time.perf_counter() - t0, 2)}
+                     "chamfer_l1": _chamfer(v.detach(), f, sdf, ref, radius),
+                     "seconds": round(level_seconds + time.perf_counter() - t0, 2)}
             if name == "nerf":  # as exported: hidden components and small pieces dropped (no decimation)
-                from ..stages.texture import prepare_mesh
                 vp, fp = prepare_mesh(v, f, 10**7)
                 entry.update(prepared_faces=int(fp.shape[0]), prepared_chamfer_l1=_chamfer(vp, fp, sdf, ref, radius))
             out[f"{name}_grid{res}"] = entry
@@ -111,7 +101,7 @@ def refinement_figures(steps: int, grid: int, lr: float, resolution: int = 256) 
     out: dict[str, Any] = {"grid": grid, "steps": steps, "render_resolution": resolution, "elevation_deg": elevation}
     for start, perturb in (("perturbed", 0.03), ("exact", 0.0)):
         with tempfile.TemporaryDirectory() as tmp:
-            ctx = _ctx(Path(tmp), {"camera": {"elevation_deg": elevation},
+            ctx = smoke_context(Path(tmp), {"camera": {"elevation_deg": elevation},
                                    "geometry": {"steps": steps, "grid_resolution": grid, "lr_geometry": lr,
                                                 "guidance_scale": 1.0, "resolution_schedule": [[0, resolution]]}})
             stage = GeometryStage(ctx, [_density(sdf, perturb=perturb)], [None])
@@ -136,7 +126,7 @@ def texture_figures(steps: int, grid: int) -> dict[str, Any]:
     v, f = DMTet.from_sdf_fn(sdf, TetGrid.cube(grid, 0.8)).extract()
     v, f = prepare_mesh(v, f, 60_000)
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = _ctx(Path(tmp), {"texture": {"steps": steps, "resolution_schedule": [[0, 64]]}})
+        ctx = smoke_context(Path(tmp), {"texture": {"steps": steps, "resolution_schedule": [[0, 64]]}})
         stage = TextureStage(ctx, [(v, f)], [RadianceField(ctx.spec.field, gen=ctx.generator("bench"))], None)
         t0 = time.perf_counter()
         for step in range(steps):
@@ -170,7 +160,7 @@ def retexture_figures(steps: int) -> dict[str, Any]:
         ref, grey = Path(tmp) / "reference.glb", Path(tmp) / "grey.glb"
         write_glb(ref, TexturedMesh(vn, layout.faces, layout.uvs, texture))
         write_glb(grey, TexturedMesh(vn, layout.faces, layout.uvs, np.full_like(texture, 0.5)))
-        ctx = _ctx(Path(tmp) / "run", {
+        ctx = smoke_context(Path(tmp) / "run", {
             "mode": "retexture", "input_mesh": str(grey), "prior": f"analytic:mesh={ref}",
             "texture": {"steps": steps, "guidance_scale": 1.0, "resolution_schedule": [[0, 48]]},
             "camera": {"eval_views": 4}, "export": {"texture_size": 512}})
@@ -218,7 +208,7 @@ def pipeline_figures() -> dict[str, Any]:
     _, ref, radius, sdf, _ = _marker()
     spec = make_spec("cpu-smoke", {"prior": "analytic:marker", "seed": 0})
     with tempfile.TemporaryDirectory() as tmp:
-        out = run_job(spec, Path(tmp), _quiet)
+        out = run_job(spec, Path(tmp), quiet)
         loaded = load_mesh(Path(tmp) / "result" / "mesh.glb")
     v = torch.from_numpy(loaded.to_original(loaded.mesh.vertices)).float()
     return {"stage1_psnr_db_64": round(out["nerf"]["psnr"], 2), "textured_psnr_db_128": round(out["texture"]["psnr"], 2),

@@ -17,19 +17,12 @@ from typing import Any
 
 import torch
 
-from ..context import JobContext
-from ..events import Event
-from ..presets import make_spec
-from ..run_dir import RunDir
 from ..stage_loop import run_stage
 from ..stages.nerf import NerfStage, resolution_at
+from .common import smoke_context
 from .mixture2d import run_mixture2d
 
 VARIANTS = ["marker-red", "marker-green", "marker-blue"]
-
-
-def _quiet(_: Event) -> None:
-    pass
 
 
 def run_nerf(method: str, overrides: dict[str, Any] | None = None, prior: str = "analytic:marker",
@@ -37,9 +30,8 @@ def run_nerf(method: str, overrides: dict[str, Any] | None = None, prior: str = 
     over = {"prior": prior, "particles": particles, "nerf": {"method": method}, "seed": 0}
     for k, v in (overrides or {}).items():
         over.setdefault(k, {}).update(v) if isinstance(v, dict) else over.__setitem__(k, v)
-    spec = make_spec("cpu-smoke", over)
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = JobContext(spec, RunDir(Path(tmp)).create(), _quiet)
+        ctx = smoke_context(Path(tmp), over)
         stage = NerfStage(ctx)
         t0 = time.perf_counter()
         run_stage(ctx, stage)

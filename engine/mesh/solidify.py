@@ -81,7 +81,7 @@ def interior_mask(occupied: torch.Tensor, r: int) -> torch.Tensor:
     free = ~occupied
     if r <= 0:
         return free & ~reachable_from_border(free)
-    reach = reachable_from_border(~dilate(occupied, r))
-    outside = dilate(reach, r) & free
-    crease = seen_along_axes(occupied) & dilate(reach, 2 * r)
+    grown = dilate(reachable_from_border(~dilate(occupied, r)), r)
+    outside = grown & free
+    crease = seen_along_axes(occupied) & dilate(grown, r)  # cube dilations compose: r then r = 2r
     return free & ~outside & ~crease
