@@ -2,71 +2,74 @@
 
 A JobSpec is the one thing the CLI, the server and the Blender add-on exchange. It round-trips
 through JSON, and `validate()` reports *every* bad field at once so a user can fix them in one go.
+Types come from the annotations and ranges from each field's rule (engine/spec_types.py), so a new
+field is checked by declaring it; only checks that tie fields together are written out below.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
+import re
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from typing import Any, Literal
+from typing import Any, Literal, get_origin
+
+from .spec_problems import FieldProblem, SpecError
+from .spec_types import (among, described, field_problems, field_types, is_section, max_length, nonblank,
+                         ordered, spec_field, within)
+
+__all__ = ["CameraSpec", "ExportSpec", "FieldProblem", "FieldSpec", "JobSpec", "SpecError", "StageSpec"]
 
 Method = Literal["vsd", "sds"]
 TSchedule = Literal["two_stage", "sqrt"]
 SpecValue = Any
 
 
-class SpecError(ValueError):
-    """Raised by `JobSpec.validate` with one entry per bad field."""
-
-    def __init__(self, problems: list["FieldProblem"]):
-        self.problems = problems
-        lines = [f"{p.field} = {p.value!r}: {p.allowed}" for p in problems]
-        super().__init__("invalid job spec:\n  " + "\n  ".join(lines))
-
-    def to_list(self) -> list[dict[str, Any]]:
-        return [dataclasses.asdict(p) for p in self.problems]
+def _schedule_ok(sched: list[list[int]]) -> bool:
+    if not sched or any(len(e) != 2 for e in sched):
+        return False
+    steps = [e[0] for e in sched]
+    return steps[0] == 0 and steps == sorted(steps) and all(16 <= e[1] <= 1024 for e in sched)
 
 
-@dataclass
-class FieldProblem:
-    field: str
-    value: Any
-    allowed: str
+_SCHEDULE = described(_schedule_ok, "[[0, res], [step, res], ...] with increasing steps and 16 ≤ res ≤ 1024")
+_DEVICE = described(lambda v: re.fullmatch(r"(auto|cpu|cuda|mps)(:\d+)?", v) is not None,
+                    "'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'")
+_MODEL = described(lambda v: v is None or bool(v.strip()), "null, or a model id or folder path")
+_LR = within(0.0, 1.0)
+_LAMBDA = within(0.0, 1e8)
 
 
 @dataclass
 class CameraSpec:
     """Camera ranges (degrees / metres), DESIGN.md §2 conventions: azimuth 0 = camera on −Y."""
 
-    elevation_deg: tuple[float, float] = (-10.0, 45.0)
-    azimuth_deg: tuple[float, float] = (-180.0, 180.0)
-    distance: tuple[float, float] = (1.0, 1.5)
-    fov_deg: tuple[float, float] = (40.0, 70.0)
+    elevation_deg: tuple[float, float] = spec_field((-10.0, 45.0), ordered(-89.9, 89.9))
+    azimuth_deg: tuple[float, float] = spec_field((-180.0, 180.0), ordered(-360.0, 360.0, max_span=360.0))
+    distance: tuple[float, float] = spec_field((1.0, 1.5), ordered(0.05, 100.0))
+    fov_deg: tuple[float, float] = spec_field((40.0, 70.0), ordered(5.0, 150.0))
     # held-out orbit used for previews and evaluation
-    eval_elevation_deg: float = 15.0
-    eval_distance: float = 1.5
-    eval_fov_deg: float = 70.0
-    eval_views: int = 8
+    eval_elevation_deg: float = spec_field(15.0, within(-89.9, 89.9))
+    eval_distance: float = spec_field(1.5, within(0.05, 100.0))
+    eval_fov_deg: float = spec_field(70.0, within(5.0, 150.0))
+    eval_views: int = spec_field(8, within(1, 360))
     # view-dependent prompt thresholds (degrees)
-    front_threshold_deg: float = 30.0
-    back_threshold_deg: float = 30.0
-    overhead_threshold_deg: float = 60.0
+    front_threshold_deg: float = spec_field(30.0, within(0.0, 180.0))
+    back_threshold_deg: float = spec_field(30.0, within(0.0, 180.0))
+    overhead_threshold_deg: float = spec_field(60.0, within(-90.0, 90.0))
 
 
 @dataclass
 class FieldSpec:
     """Radiance field: hash grid + MLPs + blob init (DESIGN.md §3)."""
 
-    levels: int = 16
-    features_per_level: int = 2
-    log2_table_size: int = 19
-    base_resolution: int = 16
-    growth: float = 1.447
-    hidden: int = 64
+    levels: int = spec_field(16, within(1, 32))
+    features_per_level: int = spec_field(2, within(1, 8))
+    log2_table_size: int = spec_field(19, within(8, 24))
+    base_resolution: int = spec_field(16, within(2, 512))
+    growth: float = spec_field(1.447, within(1.0, 4.0))
+    hidden: int = spec_field(64, within(8, 512))
     blob: Literal["object", "scene"] = "object"
-    radius: float = 1.0
+    radius: float = spec_field(1.0, within(0.1, 100.0))
     background: Literal["network", "random_half", "white", "black"] = "random_half"
 
 
@@ -75,57 +78,57 @@ class StageSpec:
     """One optimisation stage. Resolution schedule = [[start_step, resolution], ...]."""
 
     enabled: bool = True
-    steps: int = 25000
+    steps: int = spec_field(25000, within(0, 1_000_000))
     method: Method = "vsd"
-    resolution_schedule: list[list[int]] = dc_field(default_factory=lambda: [[0, 64], [5000, 512]])
-    batch_size: int = 1
-    samples_per_ray: int = 96
-    guidance_scale: float = 7.5
-    guidance_scale_phi: float = 1.0
-    t_min: float = 0.02
-    t_max: float = 0.98
-    t_max_annealed: float = 0.5
-    anneal_step: int = 5000
+    resolution_schedule: list[list[int]] = spec_field([[0, 64], [5000, 512]], _SCHEDULE)
+    batch_size: int = spec_field(1, within(1, 64))
+    samples_per_ray: int = spec_field(96, within(4, 1024))
+    guidance_scale: float = spec_field(7.5, within(0.0, 200.0))
+    guidance_scale_phi: float = spec_field(1.0, within(0.0, 20.0))
+    t_min: float = spec_field(0.02, within(0.0, 1.0))
+    t_max: float = spec_field(0.98, within(0.0, 1.0))
+    t_max_annealed: float = spec_field(0.5, within(0.0, 1.0))
+    anneal_step: int = spec_field(5000, within(0, 10_000_000))
     t_schedule: TSchedule = "two_stage"
-    lr_grid: float = 1e-2
-    lr_mlp: float = 1e-3
-    lr_background: float = 1e-3
-    lr_phi: float = 1e-4
-    lr_geometry: float = 5e-3
-    phi_camera_dropout: float = 0.1
-    lambda_sparsity: float = 0.0
-    lambda_opaque: float = 0.0
-    lambda_normal_consistency: float = 0.0
-    lambda_laplacian: float = 0.0
-    preview_every: int = 200
-    checkpoint_every: int = 500
-    grid_resolution: int = 128  # DMTet resolution for the geometry stage
+    lr_grid: float = spec_field(1e-2, _LR)
+    lr_mlp: float = spec_field(1e-3, _LR)
+    lr_background: float = spec_field(1e-3, _LR)
+    lr_phi: float = spec_field(1e-4, _LR)
+    lr_geometry: float = spec_field(5e-3, _LR)
+    phi_camera_dropout: float = spec_field(0.1, within(0.0, 1.0))
+    lambda_sparsity: float = spec_field(0.0, _LAMBDA)
+    lambda_opaque: float = spec_field(0.0, _LAMBDA)
+    lambda_normal_consistency: float = spec_field(0.0, _LAMBDA)
+    lambda_laplacian: float = spec_field(0.0, _LAMBDA)
+    preview_every: int = spec_field(200, within(1, 1_000_000))
+    checkpoint_every: int = spec_field(500, within(1, 1_000_000))
+    grid_resolution: int = spec_field(128, among(32, 64, 128, 256))  # DMTet resolution for the geometry stage
 
 
 @dataclass
 class ExportSpec:
     enabled: bool = True
-    texture_size: int = 1024
-    face_target: int = 100_000
-    formats: list[str] = dc_field(default_factory=lambda: ["glb"])
-    unwrap_timeout_s: float = 120.0
+    texture_size: int = spec_field(1024, among(256, 512, 1024, 2048, 4096))
+    face_target: int = spec_field(100_000, within(100, 5_000_000))
+    formats: list[str] = spec_field(["glb"], among("glb", "obj"))
+    unwrap_timeout_s: float = spec_field(120.0, within(1.0, 86400.0))
 
 
 @dataclass
 class JobSpec:
-    prompt: str = ""
-    negative_prompt: str = ""
-    seed: int = 0
+    prompt: str = spec_field("", max_length(1000))
+    negative_prompt: str = spec_field("", max_length(1000))
+    seed: int = spec_field(0, within(0, 2**63 - 1))
     mode: Literal["text", "retexture"] = "text"
-    particles: int = 1
+    particles: int = spec_field(1, within(1, 16))
     prior: str = "analytic:marker"
-    model: str | None = None
+    model: str | None = spec_field(None, _MODEL)
     # ε_φ base for the sd priors: None = the prior's default (SD-2.1, v-prediction, for 'sd'),
     # 'shared' = a LoRA on the pretrained UNet itself (one UNet in memory), or a model path / id
-    phi_model: str | None = None
-    device: str = "auto"
-    preset: str = "custom"
-    input_mesh: str | None = None
+    phi_model: str | None = spec_field(None, _MODEL)
+    device: str = spec_field("auto", _DEVICE)
+    preset: str = spec_field("custom", max_length(100))
+    input_mesh: str | None = spec_field(None, nonblank())
     input_mesh_decimate: bool = False  # re-texture: decimate a mesh over the face limit instead of refusing it
     output_dir: str | None = None
     camera: CameraSpec = dc_field(default_factory=CameraSpec)
@@ -140,22 +143,19 @@ class JobSpec:
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
-        return _to_plain(dataclasses.asdict(self))
+        return _to_plain(self)
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "JobSpec":
+        """Build a spec; unknown keys or non-object sections raise SpecError listing every problem."""
         problems: list[FieldProblem] = []
         spec = _build(cls, data, "", problems)
-        if problems:  # report structural and value problems together, in one error
-            try:
-                spec.validate()
-            except SpecError as exc:
-                problems.extend(p for p in exc.problems if p.field not in {q.field for q in problems})
-            except Exception:  # values too malformed to range-check; the structural list stands
-                pass
+        if problems:  # report structural, type and value problems together, in one error
+            seen = {p.field for p in problems}
+            problems.extend(p for p in spec.problems() if p.field not in seen)
             raise SpecError(problems)
         return spec
 
@@ -163,126 +163,49 @@ class JobSpec:
     def from_json(cls, text: str) -> "JobSpec":
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SpecError([FieldProblem("<json>", text[:80], f"valid JSON ({exc.msg})")]) from exc
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, huge integers, deep nesting
+            why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)[:100]
+            raise SpecError([FieldProblem("<json>", text[:80], f"valid JSON ({why})")]) from None
         if not isinstance(data, dict):
             raise SpecError([FieldProblem("<json>", type(data).__name__, "a JSON object")])
         return cls.from_dict(data)
 
     # ------------------------------------------------------------ validation
     def validate(self) -> "JobSpec":
-        """Raise SpecError naming every bad field, its value and the allowed range."""
-        problems: list[FieldProblem] = []
-        chk = _Checker(problems)
-        chk.one_of("mode", self.mode, ("text", "retexture"))
-        chk.int_range("seed", self.seed, 0, 2**63 - 1)
-        chk.int_range("particles", self.particles, 1, 16)
-        chk.prior("prior", self.prior)
-        for name in ("model", "phi_model"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, str) and value.strip()):
-                problems.append(FieldProblem(name, value, "null, or a model id or folder path"))
-        chk.one_of("device", self.device.split(":")[0], ("auto", "cpu", "cuda", "mps"))
-        if not isinstance(self.input_mesh_decimate, bool):
-            problems.append(FieldProblem("input_mesh_decimate", self.input_mesh_decimate, "true or false"))
-        if self.mode == "retexture" and not self.input_mesh:
-            problems.append(FieldProblem("input_mesh", self.input_mesh,
-                                         "a mesh path (GLB/OBJ/PLY) when mode is 'retexture'"))
-        if self.prior == "sd" and not self.prompt.strip():
-            problems.append(FieldProblem("prompt", self.prompt, "a non-empty text prompt for the sd prior"))
-        if len(self.prompt) > 1000:
-            problems.append(FieldProblem("prompt", self.prompt[:40] + "…", "at most 1000 characters"))
-        c = self.camera
-        chk.ordered_range("camera.elevation_deg", c.elevation_deg, -89.9, 89.9)
-        chk.ordered_range("camera.azimuth_deg", c.azimuth_deg, -360.0, 360.0)
-        if isinstance(c.azimuth_deg, (list, tuple)) and len(c.azimuth_deg) == 2 and \
-                _num(c.azimuth_deg[1]) and _num(c.azimuth_deg[0]) and c.azimuth_deg[1] - c.azimuth_deg[0] > 360.0:
-            problems.append(FieldProblem("camera.azimuth_deg", list(c.azimuth_deg), "a span of at most 360°"))
-        chk.ordered_range("camera.distance", c.distance, 0.05, 100.0)
-        chk.ordered_range("camera.fov_deg", c.fov_deg, 5.0, 150.0)
-        chk.float_range("camera.eval_elevation_deg", c.eval_elevation_deg, -89.9, 89.9)
-        chk.float_range("camera.eval_distance", c.eval_distance, 0.05, 100.0)
-        chk.float_range("camera.eval_fov_deg", c.eval_fov_deg, 5.0, 150.0)
-        chk.int_range("camera.eval_views", c.eval_views, 1, 360)
-        f = self.field
-        chk.int_range("field.levels", f.levels, 1, 32)
-        chk.int_range("field.features_per_level", f.features_per_level, 1, 8)
-        chk.int_range("field.log2_table_size", f.log2_table_size, 8, 24)
-        chk.int_range("field.base_resolution", f.base_resolution, 2, 512)
-        chk.float_range("field.growth", f.growth, 1.0, 4.0)
-        chk.int_range("field.hidden", f.hidden, 8, 512)
-        chk.one_of("field.blob", f.blob, ("object", "scene"))
-        chk.one_of("field.background", f.background, ("network", "random_half", "white", "black"))
-        chk.float_range("field.radius", f.radius, 0.1, 100.0)
-        for name in ("nerf", "geometry", "texture"):
-            _check_stage(chk, name, getattr(self, name))
-        e = self.export
-        chk.one_of("export.texture_size", e.texture_size, (256, 512, 1024, 2048, 4096))
-        chk.int_range("export.face_target", e.face_target, 100, 5_000_000)
-        for fmt in e.formats if isinstance(e.formats, list) else [e.formats]:
-            chk.one_of("export.formats", fmt, ("glb", "obj"))
-        chk.float_range("export.unwrap_timeout_s", e.unwrap_timeout_s, 1.0, 86400.0)
+        """Raise SpecError naming every bad field, its value and what is allowed; nothing else raises."""
+        problems = self.problems()
         if problems:
             raise SpecError(problems)
         return self
 
+    def problems(self) -> list[FieldProblem]:
+        """Every problem of this spec: each field's type and range, then the checks across fields."""
+        problems = field_problems(self)
+        bad = {p.field for p in problems}
 
-def _check_stage(chk: "_Checker", name: str, s: StageSpec) -> None:
-    chk.int_range(f"{name}.steps", s.steps, 0, 1_000_000)
-    chk.one_of(f"{name}.method", s.method, ("vsd", "sds"))
-    chk.int_range(f"{name}.batch_size", s.batch_size, 1, 64)
-    chk.int_range(f"{name}.samples_per_ray", s.samples_per_ray, 4, 1024)
-    chk.float_range(f"{name}.guidance_scale", s.guidance_scale, 0.0, 200.0)
-    chk.float_range(f"{name}.guidance_scale_phi", s.guidance_scale_phi, 0.0, 20.0)
-    chk.float_range(f"{name}.t_min", s.t_min, 0.0, 1.0)
-    chk.float_range(f"{name}.t_max", s.t_max, 0.0, 1.0)
-    chk.float_range(f"{name}.t_max_annealed", s.t_max_annealed, 0.0, 1.0)
-    if _num(s.t_min) and _num(s.t_max) and s.t_min >= s.t_max:
-        chk.problems.append(FieldProblem(f"{name}.t_max", s.t_max, f"greater than t_min ({s.t_min})"))
-    chk.int_range(f"{name}.anneal_step", s.anneal_step, 0, 10_000_000)
-    chk.one_of(f"{name}.t_schedule", s.t_schedule, ("two_stage", "sqrt"))
-    for lr in ("lr_grid", "lr_mlp", "lr_background", "lr_phi", "lr_geometry"):
-        chk.float_range(f"{name}.{lr}", getattr(s, lr), 0.0, 1.0)
-    chk.float_range(f"{name}.phi_camera_dropout", s.phi_camera_dropout, 0.0, 1.0)
-    chk.int_range(f"{name}.preview_every", s.preview_every, 1, 1_000_000)
-    chk.int_range(f"{name}.checkpoint_every", s.checkpoint_every, 1, 1_000_000)
-    chk.one_of(f"{name}.grid_resolution", s.grid_resolution, (32, 64, 128, 256))
-    sched = s.resolution_schedule
-    ok = isinstance(sched, list) and len(sched) > 0 and all(
-        isinstance(e, (list, tuple)) and len(e) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in e)
-        for e in sched)
-    if ok:
-        steps = [e[0] for e in sched]
-        ok = steps[0] == 0 and steps == sorted(steps) and all(16 <= e[1] <= 1024 for e in sched)
-    if not ok:
-        chk.problems.append(FieldProblem(f"{name}.resolution_schedule", sched,
-                                         "[[0, res], [step, res], ...] with increasing steps and 16 ≤ res ≤ 1024"))
+        def fine(*paths: str) -> bool:  # well-typed and in range, section included
+            return not any(p in bad or p.split(".")[0] in bad for p in paths)
 
-
-def _num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        chk = _Checker(problems)
+        if fine("prior"):
+            chk.prior("prior", self.prior)
+        if fine("mode", "input_mesh") and self.mode == "retexture" and not self.input_mesh:
+            problems.append(FieldProblem("input_mesh", self.input_mesh,
+                                         "a mesh path (GLB/OBJ/PLY) when mode is 'retexture'"))
+        if fine("prior", "prompt") and self.prior == "sd" and not self.prompt.strip():
+            problems.append(FieldProblem("prompt", self.prompt, "a non-empty text prompt for the sd prior"))
+        for name, tp in field_types(type(self)).items():
+            s = getattr(self, name)
+            if tp is StageSpec and fine(f"{name}.t_min", f"{name}.t_max") and s.t_min >= s.t_max:
+                problems.append(FieldProblem(f"{name}.t_max", s.t_max, f"greater than t_min ({s.t_min})"))
+        return problems
 
 
 @dataclass
 class _Checker:
+    """Checks that need more than a field's type and range (the prior names known priors)."""
+
     problems: list[FieldProblem]
-
-    def one_of(self, name: str, value: Any, allowed: tuple) -> None:
-        if value not in allowed:
-            self.problems.append(FieldProblem(name, value, "one of " + ", ".join(map(repr, allowed))))
-
-    def int_range(self, name: str, value: Any, lo: int, hi: int) -> None:
-        if not (isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi):
-            self.problems.append(FieldProblem(name, value, f"an integer in [{lo}, {hi}]"))
-
-    def float_range(self, name: str, value: Any, lo: float, hi: float) -> None:
-        if not (_num(value) and lo <= value <= hi):
-            self.problems.append(FieldProblem(name, value, f"a number in [{lo}, {hi}]"))
-
-    def ordered_range(self, name: str, value: Any, lo: float, hi: float) -> None:
-        if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(_num(v) for v in value)
-                and lo <= value[0] <= value[1] <= hi):
-            self.problems.append(FieldProblem(name, value, f"[min, max] with {lo} ≤ min ≤ max ≤ {hi}"))
 
     def prior(self, name: str, value: Any) -> None:
         ok = isinstance(value, str) and (value == "sd" or value.startswith("sd:") or value.startswith("analytic:")
@@ -294,6 +217,9 @@ class _Checker:
 
 # ----------------------------------------------------------------- helpers
 def _to_plain(obj: Any) -> Any:
+    """Dataclasses → dicts and tuples → lists, for JSON."""
+    if is_section(type(obj)):
+        return {name: _to_plain(getattr(obj, name)) for name in field_types(type(obj))}
     if isinstance(obj, dict):
         return {k: _to_plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -302,31 +228,23 @@ def _to_plain(obj: Any) -> Any:
 
 
 def _build(cls: type, data: Any, prefix: str, problems: list[FieldProblem]) -> Any:
-    """Build dataclass `cls` from a dict, recording unknown keys and non-dict sections."""
+    """Build dataclass `cls` from a dict, recording unknown keys and non-object sections.
+
+    Sections and tuples are recognised from the field annotations; values are taken as they are
+    and checked afterwards by `problems()`."""
     if not isinstance(data, dict):
         problems.append(FieldProblem(prefix.rstrip(".") or "<root>", data, "a JSON object"))
         return cls()
-    known = {f.name: f for f in dataclasses.fields(cls)}
+    types_ = field_types(cls)
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
-        if key not in known:
-            problems.append(FieldProblem(prefix + key, value, "not a known field (check spelling)"))
-            continue
-        sub = _SECTION_TYPES.get((cls.__name__, key))
-        if sub is not None:
-            kwargs[key] = _build(sub, value, prefix + key + ".", problems)
-        elif isinstance(value, list) and key.endswith(("_deg", "distance")) and len(value) == 2:
+        tp = types_.get(key) if isinstance(key, str) else None
+        if tp is None:
+            problems.append(FieldProblem(f"{prefix}{key}", value, "not a known field (check spelling)"))
+        elif is_section(tp):
+            kwargs[key] = _build(tp, value, prefix + key + ".", problems)
+        elif get_origin(tp) is tuple and isinstance(value, list):
             kwargs[key] = tuple(value)
         else:
             kwargs[key] = value
     return cls(**kwargs)
-
-
-_SECTION_TYPES: dict[tuple[str, str], type] = {
-    ("JobSpec", "camera"): CameraSpec,
-    ("JobSpec", "field"): FieldSpec,
-    ("JobSpec", "nerf"): StageSpec,
-    ("JobSpec", "geometry"): StageSpec,
-    ("JobSpec", "texture"): StageSpec,
-    ("JobSpec", "export"): ExportSpec,
-}
