@@ -2,8 +2,9 @@
 
     python build_addon.py [--out dist] [--no-validate]
 
-The zip holds blender_addon/ (as the extension root), server/protocol.py copied in as
-protocol.py (the add-on's only copy of the wire format; the source tree keeps one), and
+The zip holds blender_addon/ (as the extension root), server/protocol.py and server/tls_pin.py
+copied in as protocol.py and tls_pin.py (the add-on's only copies of the wire format and of the
+pinned-TLS client for remote engines; the source tree keeps one of each), and
 backend/ with engine/, server/, pyproject.toml and requirements.txt, from which the add-on's
 "Set up engine" builds the engine's own virtual environment. The result is built and then
 validated with blender_ext.py, the extension tool that ships inside the bpy wheel.
@@ -22,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 ADDON = ROOT / "blender_addon"
+SHARED_WITH_ADDON = ("protocol.py", "tls_pin.py")  # stdlib-only server modules the add-on imports
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "*.egg-info")
 
 
@@ -54,7 +56,8 @@ def stage(dest: Path) -> Path:
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(ADDON, dest, ignore=IGNORE)
-    shutil.copy2(ROOT / "server" / "protocol.py", dest / "protocol.py")
+    for shared in SHARED_WITH_ADDON:
+        shutil.copy2(ROOT / "server" / shared, dest / shared)
     backend = dest / "backend"
     for pkg in ("engine", "server"):
         shutil.copytree(ROOT / pkg, backend / pkg, ignore=IGNORE)

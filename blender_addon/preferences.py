@@ -30,6 +30,11 @@ class VSDREAM_AP_preferences(bpy.types.AddonPreferences):
     remote_port: IntProperty(name="Port", default=0, min=0, max=65535)
     remote_token: StringProperty(name="Token", subtype="PASSWORD", default="",
                                  description="The VSDREAM_TOKEN the remote engine was started with")
+    remote_fingerprint: StringProperty(
+        name="Fingerprint", default="",
+        description="SHA-256 certificate fingerprint the engine printed when started with --allow-remote "
+                    "(colons optional). The add-on talks TLS and refuses any other certificate. Empty: plain "
+                    "TCP, allowed only to 127.0.0.1 (an SSH tunnel)")
     device: EnumProperty(name="Device", items=[("auto", "Auto", "GPU when present"), ("cpu", "CPU", ""),
                                                ("cuda", "CUDA", ""), ("mps", "Apple GPU", "")], default="auto")
     output_dir: StringProperty(name="Output folder", subtype="DIR_PATH", default="",
@@ -67,6 +72,7 @@ class VSDREAM_AP_preferences(bpy.types.AddonPreferences):
             col.prop(self, "remote_host")
             col.prop(self, "remote_port")
             col.prop(self, "remote_token")
+            col.prop(self, "remote_fingerprint")
         col.separator()
         col.prop(self, "output_dir")
         col.prop(self, "preview_every")
@@ -97,7 +103,8 @@ def connect_config(context=None):
     backend = paths.bundled_backend()
     return session.ConnectConfig(
         mode=prefs.connection_mode, host=prefs.remote_host.strip() or "127.0.0.1",
-        port=int(prefs.remote_port), token=prefs.remote_token, engine_python=engine_python(prefs),
+        port=int(prefs.remote_port), token=prefs.remote_token, fingerprint=prefs.remote_fingerprint.strip(),
+        engine_python=engine_python(prefs),
         runs_dir=str(paths.output_dir(prefs)), log_path=str(paths.engine_log()),
         pid_path=str(paths.pid_file()), backend_dir=str(backend) if backend.is_dir() else "",
         device="" if prefs.device == "auto" else prefs.device,

@@ -3,7 +3,11 @@
 Nothing here touches bpy. Worker threads only put items on `Session.inbox`; the pump (pump.py)
 drains it on Blender's main thread. Connecting (which may start the engine and wait for its
 handshake) also runs in a worker thread, so no button ever freezes the UI.
+
+A remote engine is reached over TLS pinned to its certificate fingerprint (tls_pin.py); a local
+engine, or a loopback port (an SSH tunnel) with no fingerprint set, over plain TCP.
 """
+import ipaddress
 import os
 import queue
 import select
@@ -13,10 +17,11 @@ import time
 from dataclasses import dataclass, field
 
 from . import engine_process
-from ._protocol_import import protocol
+from ._protocol_import import protocol, tls_pin
 from .job_state import EngineView, JobView, apply_frame
 
 READ_POLL_S = 0.5
+TLS_SEND_CHUNK = 256 << 10  # a TLS socket is shared by two threads under a lock: send in slices
 
 
 @dataclass
@@ -27,6 +32,7 @@ class ConnectConfig:
     host: str = "127.0.0.1"
     port: int = 0
     token: str = ""
+    fingerprint: str = ""  # REMOTE: SHA-256 of the engine's TLS certificate (pinned); empty = plain loopback
     engine_python: str = ""
     runs_dir: str = ""
     log_path: str = ""
@@ -51,6 +57,9 @@ class Connection:
             inbox.put(("frame", frame))
         self._out: queue.Queue = queue.Queue()
         self._closed = threading.Event()
+        # OpenSSL does not allow one connection to be read and written by two threads at once
+        self._tls = hasattr(sock, "pending")
+        self._io_lock = threading.Lock()
         sock.settimeout(None)  # blocking sends; the reader polls with select()
         self._threads = [threading.Thread(target=self._read_loop, name="vsdream-reader", daemon=True),
                          threading.Thread(target=self._write_loop, name="vsdream-writer", daemon=True)]
@@ -69,10 +78,11 @@ class Connection:
         reason = "the engine closed the connection"
         try:
             while not self._closed.is_set():
-                ready, _, _ = select.select([self.sock], [], [], READ_POLL_S)
-                if not ready:
-                    continue
-                data = self.sock.recv(1 << 20)
+                if not (self._tls and self.sock.pending()):  # TLS may hold decrypted bytes select cannot see
+                    ready, _, _ = select.select([self.sock], [], [], READ_POLL_S)
+                    if not ready:
+                        continue
+                data = self._recv()
                 if not data:
                     break
                 for frame in self.reader.feed(data):
@@ -96,15 +106,30 @@ class Connection:
                 break
             try:
                 head, body = protocol.encode_frame_parts(frame.header, frame.payload)
-                self.sock.sendall(head)
+                self._sendall(head)
                 if body:
-                    self.sock.sendall(body)
+                    self._sendall(body)
             except protocol.ProtocolError as exc:
                 self.inbox.put(("send_failed", str(exc)))
             except OSError as exc:
                 if not self._closed.is_set():
                     self.inbox.put(("disconnected", f"connection lost while sending: {exc}"))
                 self.close()
+
+    def _recv(self) -> bytes:
+        if not self._tls:
+            return self.sock.recv(1 << 20)
+        with self._io_lock:
+            return self.sock.recv(1 << 20)
+
+    def _sendall(self, data) -> None:
+        if not self._tls:
+            self.sock.sendall(data)
+            return
+        view = memoryview(data)
+        for start in range(0, len(view), TLS_SEND_CHUNK):
+            with self._io_lock:
+                self.sock.sendall(view[start:start + TLS_SEND_CHUNK])
 
     def close(self) -> None:
         if self._closed.is_set():
@@ -121,11 +146,41 @@ class Connection:
             pass
 
 
+def is_loopback(host: str) -> bool:
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip()).is_loopback
+    except ValueError:
+        return False
+
+
+def open_channel(cfg: ConnectConfig, host: str, port: int, token: str):
+    """(Channel, welcome): pinned TLS when a fingerprint is set, plain TCP only on loopback.
+
+    A remote host with no fingerprint is refused before anything is sent: the token would
+    otherwise cross the network in the clear."""
+    fingerprint = cfg.fingerprint.strip() if cfg.mode == "REMOTE" else ""
+    if fingerprint:
+        try:
+            tls_pin.normalize_fingerprint(fingerprint)
+        except ValueError as exc:
+            raise ConnectError(f"Remote engine fingerprint in the add-on preferences: {exc}") from None
+        return tls_pin.connect_channel(host, port, token, fingerprint, timeout=10.0, client=cfg.client)
+    if cfg.mode == "REMOTE" and not is_loopback(host):
+        raise ConnectError(
+            f"{host} is another machine: set 'Fingerprint' in the add-on preferences to the SHA-256 "
+            "fingerprint the engine printed when it started with --allow-remote (its ready line and log), so "
+            "the token and your data travel over TLS. Nothing was sent")
+    return protocol.Channel.connect(host, port, token, timeout=10.0, client=cfg.client)
+
+
 def _refused_message(cfg: ConnectConfig, exc: BaseException) -> str:
     where = f"{cfg.host}:{cfg.port}"
     if cfg.mode == "REMOTE":
         return (f"No engine reachable at {where} ({exc.__class__.__name__}: {exc}). Start it there with "
-                "'vsdream serve --port N' and the same token, or switch the add-on to 'Start locally'")
+                "'vsdream serve --allow-remote --host 0.0.0.0 --port N' and the same token, or switch the "
+                "add-on to 'Start locally'")
     return f"Could not connect to the engine at {where}: {exc}"
 
 
@@ -158,11 +213,15 @@ def connect(cfg: ConnectConfig, inbox: queue.Queue):
     if not port:
         raise ConnectError("No engine port set: enter the remote engine's port in the add-on preferences")
     try:
-        chan, welcome = protocol.Channel.connect(host, port, token, timeout=10.0, client=cfg.client)
+        chan, welcome = open_channel(cfg, host, port, token)
     except protocol.ProtocolError as exc:
         if engine:
             engine.stop()
-        raise ConnectError(f"the engine refused the connection: {exc.message}. {exc.hint}") from None
+        tls_hint = (" If that engine was started with --allow-remote it speaks TLS only: set 'Fingerprint' in "
+                    "the add-on preferences" if cfg.mode == "REMOTE" and not cfg.fingerprint.strip() else "")
+        raise ConnectError(f"the engine refused the connection: {exc.message}. {exc.hint}{tls_hint}") from None
+    except tls_pin.PinError as exc:  # before OSError: a refused certificate is not "unreachable"
+        raise ConnectError(f"Refused the remote engine: {exc}") from None
     except OSError as exc:
         if engine:
             engine.stop()

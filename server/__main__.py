@@ -10,6 +10,8 @@ from pathlib import Path
 
 from .app import Config, Server, is_loopback
 from .auth import TokenError, create_token_file, load_token
+from .private_file import others_can_read
+from .tls import TlsSetupError, ensure_identity
 from .protocol import HELLO_TIMEOUT_S, TOKEN_ENV
 from .worker import DEFAULT_JOB_FN
 
@@ -26,7 +28,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     ap.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one (default)")
     ap.add_argument("--allow-remote", action="store_true",
-                    help="required to bind a non-loopback --host (the token is still required)")
+                    help="serve other machines: TLS with a self-signed certificate kept in the runs folder "
+                         "(clients pin the SHA-256 fingerprint printed at start); required for a non-loopback "
+                         "--host; the token is still required")
     ap.add_argument("--runs-dir", type=Path, default=None, help="where run folders live (default ~/.vsdream/runs)")
     ap.add_argument("--token-file", type=Path, help="file holding the shared token")
     ap.add_argument("--token", help=argparse.SUPPRESS)
@@ -74,12 +78,22 @@ def main(argv: list[str] | None = None) -> int:
     token_file = None
     if token is None:
         token, token_file = create_token_file(runs_dir)
+    elif args.token_file is not None and others_can_read(args.token_file):
+        logging.getLogger("vsdream.server").warning(
+            "--token-file %s is readable by other users; run: chmod 600 %s", args.token_file, args.token_file)
+    tls = None
+    if args.allow_remote:
+        try:
+            tls = ensure_identity(runs_dir, args.host)
+        except (TlsSetupError, OSError) as exc:
+            print(f"vsdream serve: --allow-remote needs a TLS certificate: {exc}", file=sys.stderr)
+            return 2
     devices = [d.strip() for d in args.device.split(",") if d.strip()] or ["auto"]
     config = Config(runs_dir=runs_dir, token=token, host=args.host, port=args.port, devices=devices,
                     parent_pid=args.parent_pid, resume_unfinished=args.resume_unfinished, job_fn=args.job_fn,
                     hello_timeout_s=args.hello_timeout, frame_timeout_s=args.frame_timeout,
                     heartbeat_s=args.heartbeat, cancel_grace_s=args.cancel_grace, max_queue=args.max_queue,
-                    token_file=token_file)
+                    token_file=token_file, tls=tls)
 
     async def serve() -> int:
         return await Server(config).run()

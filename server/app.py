@@ -18,6 +18,7 @@ from .connection import Connection
 from .liveness import pid_alive
 from .manager import JobManager
 from .protocol import PROTOCOL_VERSION, Frame, reply
+from .tls import TlsIdentity, server_context
 from .worker import DEFAULT_JOB_FN
 
 log = logging.getLogger("vsdream.server")
@@ -40,6 +41,7 @@ class Config:
     max_queue: int = 32
     max_outbox: int = 10_000
     token_file: Path | None = None  # reported in the handshake when the server made the token itself
+    tls: TlsIdentity | None = None  # set by --allow-remote: serve TLS with this certificate, never plaintext
 
 
 def is_loopback(host: str) -> bool:
@@ -99,21 +101,37 @@ class Server:
             except (NotImplementedError, RuntimeError):  # Windows: plain handlers, hopped onto the loop
                 signal.signal(sig, lambda s, _f: loop.call_soon_threadsafe(self.request_stop, signal.Signals(s).name))
 
+    def _announce_remote(self, port: int) -> None:
+        """Say plainly that the engine is reachable from the network, over TLS, and what to pin."""
+        cfg = self.config
+        token_from = f"the token is in {cfg.token_file}" if cfg.token_file else "the token is the one you set"
+        log.warning("REMOTE MODE: listening on %s:%d for other machines; all traffic is TLS (plaintext "
+                    "clients are refused). Pin this SHA-256 certificate fingerprint in the client: %s "
+                    "(certificate %s%s); %s. Never share the token in plaintext.", cfg.host, port,
+                    cfg.tls.fingerprint, cfg.tls.cert_path, ", new this start" if cfg.tls.created else "", token_from)
+
     async def run(self, ready_out=None) -> int:
         """Serve until shutdown, a signal or the parent's exit; returns the exit code."""
         cfg = self.config
         self._install_signals()
-        listener = await asyncio.start_server(self._handle, cfg.host, cfg.port, limit=1 << 20)
+        tls = server_context(cfg.tls) if cfg.tls else None
+        listener = await asyncio.start_server(self._handle, cfg.host, cfg.port, limit=1 << 20, ssl=tls,
+                                              ssl_handshake_timeout=cfg.hello_timeout_s if tls else None)
         port = listener.sockets[0].getsockname()[1]
         self.manager.start(resume_unfinished=cfg.resume_unfinished)
         ready = {"event": "ready", "port": port, "pid": self.pid, "protocol": PROTOCOL_VERSION,
-                 "version": self.version, "host": cfg.host, "runs_dir": str(cfg.runs_dir), "devices": cfg.devices}
+                 "version": self.version, "host": cfg.host, "runs_dir": str(cfg.runs_dir), "devices": cfg.devices,
+                 "tls": tls is not None}
         if cfg.token_file is not None:
             ready["token_file"] = str(cfg.token_file)
+        if cfg.tls is not None:
+            ready.update(fingerprint=cfg.tls.fingerprint, cert_file=str(cfg.tls.cert_path))
         out = ready_out or sys.stdout
         out.write(json.dumps(ready) + "\n")
         out.flush()
         log.info("listening on %s:%d (pid %d, runs in %s)", cfg.host, port, self.pid, cfg.runs_dir)
+        if cfg.tls is not None:
+            self._announce_remote(port)
         tasks = [asyncio.create_task(self._heartbeats())]
         if cfg.parent_pid:
             tasks.append(asyncio.create_task(self._watch_parent(cfg.parent_pid)))
@@ -123,6 +141,10 @@ class Server:
         for conn in list(self.connections):
             conn.close_after_flush()
         await asyncio.sleep(0.1)  # let final frames (cancelled events, the shutdown ack) go out
+        if cfg.tls is not None:  # a TLS close waits for the peer's close_notify: do not wait on exit
+            for conn in list(self.connections):
+                conn.writer.transport.abort()
+            await asyncio.sleep(0.05)
         for task in tasks:
             task.cancel()
         log.info("stopped (%s)", self.stop_reason)

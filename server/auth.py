@@ -1,4 +1,6 @@
-"""The shared secret: from VSDREAM_TOKEN or a token file, never the command line; compared in constant time."""
+"""The shared secret: from VSDREAM_TOKEN or a token file, never the command line; compared in constant time.
+
+Token files the server writes are owner-only (server/private_file.py says how, per OS)."""
 from __future__ import annotations
 
 import hmac
@@ -6,6 +8,7 @@ import os
 import secrets
 from pathlib import Path
 
+from .private_file import write_private
 from .protocol import TOKEN_ENV
 
 
@@ -29,13 +32,12 @@ def load_token(token_file: Path | None, env: dict[str, str] | None = None) -> st
 
 
 def create_token_file(folder: Path) -> tuple[str, Path]:
-    """A fresh random token saved as <folder>/token, readable by this user only (CLI convenience)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "token"
+    """A fresh random token saved as <folder>/token, readable by this user only (CLI convenience).
+
+    Written as a new 0600 file renamed over any old one, so a token file left with a wider mode
+    (0644 from an editor or an older version) never keeps it."""
     token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(token + "\n")
+    path = write_private(Path(folder) / "token", (token + "\n").encode("utf-8"))
     return token, path
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import protocol as P
+from . import tls_pin
 
 
 def read_until(chan: P.Channel, done: Callable[[P.Frame], bool], timeout: float = 120.0,
@@ -57,6 +58,11 @@ class ServerProcess:
     def port(self) -> int:
         return int(self.ready["port"])
 
+    @property
+    def fingerprint(self) -> str | None:
+        """The certificate fingerprint to pin when the server serves TLS (--allow-remote), else None."""
+        return self.ready.get("fingerprint") if self.ready.get("tls") else None
+
     def start(self) -> "ServerProcess":
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         root = Path(__file__).resolve().parent.parent
@@ -75,7 +81,11 @@ class ServerProcess:
         return self
 
     def connect(self, timeout: float = 30.0) -> P.Channel:
-        chan, _ = P.Channel.connect("127.0.0.1", self.port, self.token, timeout=timeout)
+        """An authenticated channel: plain TCP, or TLS pinned to the printed fingerprint (--allow-remote)."""
+        if self.fingerprint:
+            chan, _ = tls_pin.connect_channel("127.0.0.1", self.port, self.token, self.fingerprint, timeout=timeout)
+        else:
+            chan, _ = P.Channel.connect("127.0.0.1", self.port, self.token, timeout=timeout)
         return chan
 
     def wait_workers_ready(self, chan: P.Channel, timeout: float = 120.0) -> list[dict[str, Any]]:
@@ -99,7 +109,7 @@ class ServerProcess:
                 chan.send(P.shutdown())
                 chan.close()
                 self.proc.wait(timeout)
-            except (OSError, P.ProtocolError, subprocess.TimeoutExpired):
+            except (OSError, P.ProtocolError, subprocess.TimeoutExpired):  # PinError is an OSError
                 pass
         if self.proc.poll() is None:
             self.proc.kill()
