@@ -34,7 +34,12 @@ commands:
 
 def _call(target: str, argv: list[str]) -> int:
     module, func = target.split(":")
-    return int(getattr(importlib.import_module(module), func)(argv) or 0)
+    from .spec import SpecError
+    try:
+        return int(getattr(importlib.import_module(module), func)(argv) or 0)
+    except SpecError as exc:  # a sub-command that let a spec problem through: still a message, not a traceback
+        print(f"vsdream: {exc}", file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from .cli_spec import read_run_spec, report
 from .context import JobContext, resolve_device
 from .errors import error_code
 from .events import Artifact, Event, Log
@@ -34,10 +35,7 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     run = RunDir(args.run_dir)
     try:
-        if not run.spec_path.exists():
-            print(f"vsdream: {args.run_dir} is not a run folder (no spec.json)", file=sys.stderr)
-            return 2
-        spec = run.read_spec()
+        spec = read_run_spec(args.run_dir, "RUN_DIR")
         if args.formats:
             spec.export.formats = [f.strip() for f in args.formats.split(",") if f.strip()]
         if args.texture_size:
@@ -46,8 +44,7 @@ def main(argv: list[str]) -> int:
             spec.device = args.device
         spec.validate()
     except SpecError as exc:
-        print(f"vsdream: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)
     from .stages.export import export_all
     from .stages.export_sources import load_export_sources
     ctx = JobContext(spec, run, _print, device=resolve_device(spec.device))

@@ -74,9 +74,11 @@ PRESETS: dict[str, Callable[[], JobSpec]] = {
 
 def make_spec(preset: str = "paper", overrides: dict[str, Any] | None = None) -> JobSpec:
     """Build a preset and apply nested overrides ({"nerf": {"steps": 10}, "seed": 3})."""
-    if preset not in PRESETS:
-        from .spec import FieldProblem, SpecError
+    from .spec import FieldProblem, SpecError
+    if not isinstance(preset, str) or preset not in PRESETS:
         raise SpecError([FieldProblem("preset", preset, "one of " + ", ".join(map(repr, PRESETS)))])
+    if overrides is not None and not isinstance(overrides, dict):
+        raise SpecError([FieldProblem("overrides", overrides, "a JSON object of spec fields")])
     base = PRESETS[preset]().to_dict()
     merged = _deep_merge(base, copy.deepcopy(overrides or {}))
     return JobSpec.from_dict(merged).validate()

@@ -11,11 +11,11 @@ import json
 import sys
 from pathlib import Path
 
+from .cli_spec import SET_HELP, parse_set, report
 from .errors import MeshInputError
 from .mesh.mesh_io import DEFAULT_FACE_LIMIT, load_mesh
 from .presets import PRESETS, make_spec
 from .run_cli import main as run_main
-from .run_cli import parse_set
 from .spec import SpecError
 
 
@@ -30,8 +30,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--device", help="auto | cpu | cuda[:N]")
     ap.add_argument("--decimate", action="store_true",
                     help=f"decimate meshes over {DEFAULT_FACE_LIMIT} faces instead of refusing them")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override any spec field, e.g. --set texture.steps=200")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     ap.add_argument("--out", type=Path, required=True, help="run folder to create")
     args = ap.parse_args(argv)
     try:
@@ -44,8 +43,7 @@ def main(argv: list[str]) -> int:
         spec = make_spec(args.preset, overrides)
         load_mesh(spec.input_mesh, decimate=spec.input_mesh_decimate)  # fail before writing anything
     except SpecError as exc:
-        print(f"vsdream: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)
     except MeshInputError as exc:
         print(f"vsdream: {exc.code}: {exc}\nhint: {exc.hint}", file=sys.stderr)
         return 2

@@ -2,35 +2,18 @@
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
 
+from .cli_spec import SET_HELP, parse_set, read_run_spec, report
 from .errors import JobCancelled, error_code
 from .events import Event, Log, Preview, Progress, StageStarted
 from .presets import PRESETS, make_spec
-from .run_dir import RunDir
 from .spec import SpecError
 
-
-def parse_set(items: list[str]) -> dict[str, Any]:
-    """--set nerf.steps=100 --set camera.fov_deg=[40,60] → nested overrides (values parsed as JSON)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, _, raw = item.partition("=")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return out
+__all__ = ["main", "parse_set"]
 
 
 class ProgressPrinter:
@@ -70,17 +53,14 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--particles", type=int)
     ap.add_argument("--model", help="Stable Diffusion model id or local folder")
     ap.add_argument("--device", help="auto | cpu | cuda[:N]")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override any spec field, e.g. --set nerf.steps=200")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     ap.add_argument("--out", type=Path, help="run folder to create")
     ap.add_argument("--resume", type=Path, help="continue the job in this run folder")
     args = ap.parse_args(argv)
-    from .pipeline import run_job
-
     try:
         if args.resume:
             run_dir = args.resume
-            spec = RunDir(run_dir).read_spec().validate()
+            spec = read_run_spec(run_dir, "--resume")
         else:
             if args.out is None:
                 ap.error("--out DIR is required (or --resume DIR)")
@@ -95,9 +75,9 @@ def main(argv: list[str]) -> int:
                       file=sys.stderr)
                 return 2
     except SpecError as exc:
-        print(f"vsdream: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)
 
+    from .pipeline import run_job  # after the spec checks: a usage error answers without loading torch
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     printer = ProgressPrinter()
