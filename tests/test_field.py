@@ -167,3 +167,64 @@ def test_background_gradients_flow():
     choose_background("network", _dirs(), net, None).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
     assert math.isclose(net.param_groups(cpu_smoke().nerf)[0]["lr"], cpu_smoke().nerf.lr_background)
+
+
+def test_particles_from_one_job_generator_start_from_different_hash_tables():
+    gen = torch.Generator().manual_seed(0)  # one job generator, particles built in turn (stages/nerf.py)
+    a, b = (RadianceField(cpu_smoke().field, gen=gen, backend="torch") for _ in range(2))
+    assert not torch.equal(a.encoding.table, b.encoding.table), "particles share their initial hash table"
+    again = RadianceField(cpu_smoke().field, gen=torch.Generator().manual_seed(0), backend="torch")
+    assert torch.equal(a.encoding.table, again.encoding.table)
+
+
+def test_tcnn_seed_differs_per_particle_repeats_per_job_and_spares_the_global_rng():
+    from engine.field.hashgrid import TCNN_SEED_END, tcnn_seed
+    state = torch.random.get_rng_state()
+    gen = torch.Generator().manual_seed(5)
+    seeds = [tcnn_seed(gen) for _ in range(4)]  # what four particles of one job get
+    again = [tcnn_seed(g) for g in [torch.Generator().manual_seed(5)] for _ in range(4)]
+    other = [tcnn_seed(g) for g in [torch.Generator().manual_seed(6)] for _ in range(4)]
+    assert len(set(seeds)) == 4, f"particles of one job got the same tcnn seed: {seeds}"
+    assert seeds == again, "the same job seed must give the same tcnn seeds"
+    assert seeds != other
+    assert all(isinstance(s, int) and 0 <= s < TCNN_SEED_END and s != 1337 for s in seeds)
+    assert torch.equal(state, torch.random.get_rng_state()), "tcnn_seed drew from the global RNG"
+
+
+def test_tcnn_backend_without_tcnn_or_cuda_says_what_to_do(monkeypatch):
+    from engine.field import hashgrid
+    from engine.field.hashgrid import tcnn_encoding_config
+    assert tcnn_encoding_config(8, 2, 14, 8, 1.5) == {
+        "otype": "HashGrid", "n_levels": 8, "n_features_per_level": 2, "log2_hashmap_size": 14,
+        "base_resolution": 8, "per_level_scale": 1.5}
+    if hashgrid._tcnn_available():
+        pytest.skip("tiny-cuda-nn works here: the GPU twin below runs instead")
+    with pytest.raises(RuntimeError, match="tiny-cuda-nn importable and a CUDA device.*'torch'"):
+        HashGridEncoding(4, 2, 10, 4, 1.5, backend="tcnn")
+    monkeypatch.setenv("VSDREAM_ACCEL", "none")
+    assert HashGridEncoding(4, 2, 10, 4, 1.5, backend="auto").backend == "torch"
+
+
+def test_accel_switch_parses_and_names_mistakes():
+    from engine.accel import allowed
+    assert allowed("tcnn", {}) and allowed("nerfacc", {"VSDREAM_ACCEL": "auto"})
+    assert not allowed("tcnn", {"VSDREAM_ACCEL": "none"})
+    assert allowed("tcnn", {"VSDREAM_ACCEL": "tcnn"}) and not allowed("nerfacc", {"VSDREAM_ACCEL": "tcnn"})
+    with pytest.raises(ValueError, match="VSDREAM_ACCEL.*unknown cuda"):
+        allowed("tcnn", {"VSDREAM_ACCEL": "tcnn,cuda"})
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA; CPU twin: test_tcnn_seed_differs_per_particle...")
+def test_tcnn_particles_start_from_different_seeded_tables():
+    from engine.field import hashgrid
+    if not hashgrid._tcnn_available():
+        pytest.skip("tiny-cuda-nn not importable")
+    gen = torch.Generator().manual_seed(0)
+    a, b = (HashGridEncoding(4, 2, 12, 4, 1.5, gen=gen, backend="tcnn") for _ in range(2))
+    c = HashGridEncoding(4, 2, 12, 4, 1.5, gen=torch.Generator().manual_seed(0), backend="tcnn")
+    assert a.seed != b.seed and a.seed == c.seed
+    pa, pb, pc = (next(e.tcnn.parameters()).detach() for e in (a, b, c))
+    assert not torch.equal(pa, pb), "tcnn particles start identical"
+    assert torch.equal(pa, pc)
+    assert float(pa.abs().max()) <= 1e-4 + 1e-7

@@ -10,9 +10,12 @@ from a feature-major table (F, L·T); its backward is one 1-D `index_add_` per f
 as fast on CPU as autograd through indexing. When the input needs a gradient itself (normals from
 the density gradient) it runs through plain autograd instead.
 
-tiny-cuda-nn (`backend="tcnn"`, or "auto" with tinycudann importable and CUDA available) has the
-same interface, but its level scales, hash and table layout differ from ours: weights do not
-transfer between the two backends.
+tiny-cuda-nn (`backend="tcnn"`, or "auto" with tinycudann importable, CUDA available and
+VSDREAM_ACCEL allowing it) has the same interface, but its level scales, hash and table layout
+differ from ours: weights do not transfer between the two backends. tiny-cuda-nn initialises its
+table itself from an integer seed (1337 unless told); we draw that seed from the job's generator
+(`tcnn_seed`), so particles built one after another start from different tables, as on the torch
+path, and the same job seed gives the same tables.
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ import math
 import torch
 from torch import nn
 
+from .. import accel
+
 PRIMES = (1, 2654435761, 805459861)
 
 
@@ -28,7 +33,28 @@ def level_resolutions(levels: int, base_resolution: int, growth: float) -> list[
     return [int(math.floor(base_resolution * growth ** lvl)) for lvl in range(levels)]
 
 
+TCNN_SEED_END = 2 ** 31  # tcnn takes a size_t; staying below 2^31 keeps every platform's int happy
+
+
+def tcnn_seed(gen: torch.Generator | None) -> int:
+    """tiny-cuda-nn's initialisation seed, drawn from `gen` (the global RNG when None).
+
+    One draw per encoding: particles built in turn from one job generator get different seeds,
+    and the same generator state gives the same seed.
+    """
+    device = gen.device if gen is not None else "cpu"
+    return int(torch.randint(0, TCNN_SEED_END, (1,), generator=gen, device=device))
+
+
+def tcnn_encoding_config(levels: int, features_per_level: int, log2_table_size: int, base_resolution: int,
+                         growth: float) -> dict:
+    """tiny-cuda-nn's HashGrid configuration for our parameters."""
+    return {"otype": "HashGrid", "n_levels": levels, "n_features_per_level": features_per_level,
+            "log2_hashmap_size": log2_table_size, "base_resolution": base_resolution, "per_level_scale": growth}
+
+
 def _tcnn_available() -> bool:
+    """tiny-cuda-nn imports and a CUDA device is present (VSDREAM_ACCEL is checked by 'auto' only)."""
     if not torch.cuda.is_available():
         return False
     try:
@@ -54,13 +80,16 @@ class HashGridEncoding(nn.Module):
         self.table_size = 2 ** log2_table_size
         self.resolutions = level_resolutions(levels, base_resolution, growth)
         self.output_dim = levels * features_per_level
-        self.backend = "tcnn" if backend == "tcnn" or (backend == "auto" and _tcnn_available()) else "torch"
+        auto_tcnn = backend == "auto" and accel.allowed("tcnn") and _tcnn_available()
+        self.backend = "tcnn" if backend == "tcnn" or auto_tcnn else "torch"
         if self.backend == "tcnn":
+            if not auto_tcnn and not _tcnn_available():
+                raise RuntimeError("backend='tcnn' needs tiny-cuda-nn importable and a CUDA device: "
+                                   "use backend='auto' (falls back to torch) or 'torch'")
             import tinycudann as tcnn
-            self.tcnn = tcnn.Encoding(3, {
-                "otype": "HashGrid", "n_levels": levels, "n_features_per_level": features_per_level,
-                "log2_hashmap_size": log2_table_size, "base_resolution": base_resolution,
-                "per_level_scale": growth})  # tcnn initialises its table uniform ±1e-4 itself
+            self.seed = tcnn_seed(gen)  # tcnn draws its table uniform ±1e-4 itself, from this seed
+            self.tcnn = tcnn.Encoding(3, tcnn_encoding_config(levels, features_per_level, log2_table_size,
+                                                              base_resolution, growth), seed=self.seed)
             return
         table = torch.empty(features_per_level, levels * self.table_size)  # feature-major: fast gathers
         nn.init.uniform_(table, -1e-4, 1e-4, generator=gen)
