@@ -208,9 +208,54 @@ def test_bad_background_shape_is_explained():
         render_volume(Slab(1.0, 1.0), cams, torch.ones(4, 4, 3), 8, 1.0)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA; CPU twin: the tests above")
 def test_cuda_render_agrees_with_cpu():
     cams = looking_down([(0.0, 0.0), (0.3, -0.2)], size=8)
     cpu = render_volume(Slab(2.0, h=5.0), cams, white(cams), 128, 1.0)
     gpu = render_volume(Slab(2.0, h=5.0), cams.to("cuda"), white(cams).cuda(), 128, 1.0)
     assert torch.allclose(cpu.opacity, gpu.opacity.cpu(), atol=2e-2)
+
+
+def test_march_jitter_comes_from_the_job_generator_only():
+    from engine.render.volume import march_start_jitter
+    state = torch.random.get_rng_state()
+    a = march_start_jitter(1000, 0.05, torch.Generator().manual_seed(3), "cpu")
+    b = march_start_jitter(1000, 0.05, torch.Generator().manual_seed(3), "cpu")
+    c = march_start_jitter(1000, 0.05, torch.Generator().manual_seed(4), "cpu")
+    assert torch.equal(state, torch.random.get_rng_state()), "the jitter drew from torch's global RNG"
+    assert torch.equal(a, b), "same generator state, different jitter"
+    assert not torch.equal(a, c)
+    assert float(a.min()) >= 0.0 and float(a.max()) < 0.05 and abs(float(a.mean()) - 0.025) < 0.003
+    assert torch.equal(march_start_jitter(4, 0.05, None, "cpu"), torch.zeros(4))
+
+
+def test_seeded_render_repeats_per_generator_state_and_spares_the_global_rng():
+    field = _blob()
+    cams = looking_down([(0.1, 0.0), (-0.2, 0.3)], size=6)
+    state = torch.random.get_rng_state()
+    with torch.no_grad():
+        a, b, c = (render_volume(field, cams, white(cams), 16, 1.0, gen=torch.Generator().manual_seed(s))
+                   for s in (1, 1, 2))
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert torch.equal(a.rgb, b.rgb) and not torch.equal(a.rgb, c.rgb)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA; CPU twin: the two tests above")
+def test_cuda_march_jitter_follows_the_job_generator_not_the_global_one():
+    from engine.render import volume
+    if not volume._nerfacc_kernels():
+        pytest.skip("nerfacc's CUDA kernels do not load here")
+    field = Slab(2.0, h=0.3)
+    cams = looking_down([(0.0, 0.0), (0.3, -0.2)], size=8).to("cuda")
+    bg = white(cams).cuda()
+    global_state = torch.cuda.get_rng_state()
+    with torch.no_grad():
+        a, b, c = (render_volume(field, cams, bg, 32, 1.0, gen=torch.Generator().manual_seed(s)) for s in (1, 1, 2))
+        assert torch.equal(global_state, torch.cuda.get_rng_state()), "the CUDA path drew from the global RNG"
+        torch.cuda.manual_seed(1234)  # a different global CUDA generator must change nothing
+        d = render_volume(field, cams, bg, 32, 1.0, gen=torch.Generator().manual_seed(1))
+    torch.cuda.set_rng_state(global_state)
+    assert torch.equal(a.depth, b.depth) and torch.equal(a.depth, d.depth)
+    assert not torch.equal(a.depth, c.depth)

@@ -2,8 +2,9 @@
 
 Two paths, one interface and one result (up to sampling):
 - CUDA with nerfacc's compiled kernels: `OccGridEstimator` ray marching (step = diameter / samples)
-  over our occupancy mask, packed samples, `nerfacc.rendering`. Its stratified jitter uses torch's
-  global CUDA generator, not `gen`.
+  over our occupancy mask, packed samples, `nerfacc.rendering`. The stratified jitter (one random
+  start offset per ray, as nerfacc's own `stratified=True` does) is drawn from `gen` here and
+  handed over as t_min, so the job's seed fixes it and torch's global RNG is never touched.
 - Otherwise (CPU, or CUDA without the kernels): `samples_per_ray` stratified bins between each
   ray's entry and exit of the sphere, weights from nerfacc's batched (non-packed)
   `render_weight_from_density` and `accumulate_along_rays`, which are plain torch and run on CPU.
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import nerfacc
 import torch
 
+from .. import accel
 from ..cameras import Cameras
 from ..field.occupancy import OccupancyGrid
 
@@ -63,7 +65,7 @@ def render_volume(field, cameras: Cameras, background: torch.Tensor, samples_per
         raise ValueError(f"samples_per_ray = {samples_per_ray}: must be ≥ 1")
     origins, dirs = cameras.rays()
     o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
-    if o.is_cuda and _nerfacc_kernels():
+    if o.is_cuda and accel.allowed("nerfacc") and _nerfacc_kernels():
         eps = 1e-4 if early_stop_eps is None else early_stop_eps
         acc = _render_packed(field, o, d, samples_per_ray, radius, gen, occupancy, want_normals, eps)
     else:
@@ -163,12 +165,27 @@ def _estimator(occupancy: OccupancyGrid | None, radius: float, device: torch.dev
     return est
 
 
+def march_start_jitter(n_rays: int, step: float, gen: torch.Generator | None, device: torch.device | str,
+                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Per-ray start offsets U[0, step) from `gen` (zeros when None), on `device`.
+
+    nerfacc's `stratified=True` adds `rand_like(near) * step` from torch's global generator; this
+    is the same jitter from the job's generator, drawn on the generator's device and moved.
+    """
+    if gen is None:
+        return torch.zeros(n_rays, device=device, dtype=dtype)
+    u = torch.rand(n_rays, generator=gen, device=gen.device, dtype=dtype)
+    return (u * step).to(device)
+
+
 def _render_packed(field, o, d, samples, radius, gen, occupancy, want_normals, eps):
     """CUDA: nerfacc ray marching over the occupancy mask, packed samples."""
     n_rays = o.shape[0]
     est = _estimator(occupancy, radius, o.device)
+    step = 2 * radius / samples
     t0, t1, hit = sphere_intersect(o, d, radius)
     t1 = torch.where(hit, t1, t0)
+    t0 = t0 + march_start_jitter(n_rays, step, gen, o.device, t0.dtype)  # nerfacc starts at max(near, t_min)
 
     def positions(ts, te, ri):
         return o[ri] + d[ri] * ((ts + te) / 2)[:, None]
@@ -181,8 +198,7 @@ def _render_packed(field, o, d, samples, radius, gen, occupancy, want_normals, e
         return rgb, sigma
 
     ri, ts, te = est.sampling(o, d, sigma_fn=sigma_fn if torch.is_grad_enabled() else None, t_min=t0, t_max=t1,
-                              render_step_size=2 * radius / samples, stratified=gen is not None,
-                              early_stop_eps=eps)
+                              render_step_size=step, stratified=False, early_stop_eps=eps)
     rgb, opacity, depth, extras = nerfacc.rendering(ts, te, ri, n_rays=n_rays, rgb_sigma_fn=rgb_sigma_fn)
     normal = None
     if want_normals:
