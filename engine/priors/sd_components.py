@@ -2,6 +2,8 @@
 
 The text encoder is not loaded here: it is needed once per prompt, so `load_text_encoder` builds
 it on demand and the text-embedding cache frees it again (engine/priors/text_embeddings.py).
+Each part reads its fp16 variant file when that is the one present, or the preferred one for a
+half-precision load (weight_files.load_variant); the loaders cast to the requested dtype.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
 from ..diffusion import NoiseSchedule
+from .weight_files import load_variant
 
 TextEncoderLoader = Callable[[], tuple[Any, torch.nn.Module]]  # () -> (tokenizer, CLIPTextModel)
 
@@ -52,15 +55,19 @@ def load_folder(folder: Path, name: str, text_key: str, device: torch.device, dt
                 with_vae: bool) -> SDComponents:
     """UNet (+ VAE) and schedule from a diffusers-format folder; the text encoder on demand."""
     folder = Path(folder)
-    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype)
-    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype) if with_vae else None
+    half = dtype in (torch.float16, torch.bfloat16)
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype,
+                                                variant=load_variant(folder, "unet", half))
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype,
+                                        variant=load_variant(folder, "vae", half)) if with_vae else None
     config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
     schedule, prediction = schedule_from_config(config)
 
     def load_text_encoder() -> tuple[Any, torch.nn.Module]:
         from transformers import CLIPTextModel, CLIPTokenizer
         tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
-        encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dtype)
+        encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dtype,
+                                                variant=load_variant(folder, "text_encoder", half))
         return tokenizer, cast(encoder, device, dtype)
 
     return SDComponents(name, text_key, cast(unet, device, dtype), cast(vae, device, dtype) if vae is not None else None,
