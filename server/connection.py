@@ -12,8 +12,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import protocol as P
+from . import request_check
+from .frame_stream import FrameStream, SpooledFrame
 from .job import Job
 from .outbox import Outbox, coalesce_key
+from .reply_encode import encode_reply
+from .wire_text import shown
 
 if TYPE_CHECKING:
     from .app import Server
@@ -34,7 +38,8 @@ class Connection:
     def __init__(self, server: "Server", reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.server, self.reader, self.writer = server, reader, writer
         self.outbox = Outbox(server.config.max_outbox)
-        self.frames = P.FrameReader(max_header=PRE_AUTH_MAX_HEADER, max_payload=0)
+        self.frames = FrameStream(reader, server.config.frame_timeout_s, server.manager.spool_dir,
+                                  max_header=PRE_AUTH_MAX_HEADER, max_payload=0)
         self.authed = False
         self.closing = False
         self.peer = writer.get_extra_info("peername")
@@ -64,7 +69,7 @@ class Connection:
         self.writer.transport.abort()
 
     async def _write(self, frame: P.Frame) -> None:
-        head, body = P.encode_frame_parts(frame.header, frame.payload)
+        head, body = encode_reply(frame)
         self.writer.write(head)
         if body:
             self.writer.write(body)
@@ -114,10 +119,12 @@ class Connection:
                                  version=self.server.version, server_pid=self.server.pid,
                                  devices=self.server.manager.devices, runs_dir=str(self.server.config.runs_dir)))
             while not self.closing:
-                for frame in await self._read_frames():
+                frame = await self.frames.next()
+                try:
                     await self._dispatch(frame)
-                    if self.closing:
-                        break
+                finally:
+                    if isinstance(frame, SpooledFrame):
+                        await asyncio.to_thread(frame.discard)  # unless a submit moved it into a run folder
         except P.FrameError as exc:
             log.info("client %s: %s", self.peer, exc.message)
             if self.authed:
@@ -141,36 +148,20 @@ class Connection:
                     self.abort()
             self.server.connections.discard(self)
 
-    async def _read_frames(self, limit: int | None = None) -> list[P.Frame]:
-        """At least one frame; EOFError at a clean end; FrameError on a cut-off or stuck frame."""
-        frames = self.frames.feed(b"", limit)  # frames already buffered come first
-        if frames:
-            return frames
-        while True:
-            timeout = self.server.config.frame_timeout_s if self.frames.buffered else None
-            try:
-                data = await asyncio.wait_for(self.reader.read(1 << 20), timeout)
-            except asyncio.TimeoutError:
-                raise P.FrameError(f"incomplete frame: no data for {timeout:.0f} s "
-                                   f"({self.frames.buffered} bytes pending)") from None
-            if not data:
-                self.frames.eof()
-                raise EOFError
-            frames = self.frames.feed(data, limit)
-            if frames:
-                return frames
-
     async def _authenticate(self) -> P.Frame | None:
         """The hello once its token matches (frames behind it stay buffered); None after a refusal."""
         limit = self.server.config.hello_timeout_s
         try:
-            frames = await asyncio.wait_for(self._read_frames(limit=1), limit)
+            hello = await asyncio.wait_for(self.frames.next(), limit)
         except asyncio.TimeoutError:
             await self._refuse(f"no hello within {limit:g} s")
             return None
         except EOFError:
             return None
-        hello = frames[0]
+        bad = request_check.problems(hello.header)
+        if bad:
+            await self._refuse(f"the hello's {bad[0]['field']} is not usable: {bad[0]['allowed']}")
+            return None
         if hello.type != "hello":
             await self._refuse(f"the first message must be hello, not {hello.type!r}")
             return None
@@ -196,6 +187,11 @@ class Connection:
     # -------------------------------------------------------------- dispatch
     async def _dispatch(self, frame: P.Frame) -> None:
         try:
+            problems = request_check.problems(frame.header)
+            if problems:
+                if any(p["field"] == "id" for p in problems):
+                    frame.header.pop("id", None)  # an id that cannot be echoed is not echoed
+                raise P.ProtocolError("invalid_message", f"bad {shown(frame.type)!r} message", problems=problems)
             problems = P.validate(frame.header, "client")
             if problems:
                 code = "unknown_type" if problems[0]["field"] == "type" else "invalid_message"
@@ -216,10 +212,12 @@ class Connection:
 
     async def _on_list_jobs(self, frame: P.Frame) -> None:
         jobs = [j.summary() for j in sorted(self.server.manager.jobs.values(), key=lambda j: j.created)]
-        self.deliver(P.reply("jobs", frame, jobs=jobs, workers=self.server.manager.workers()))
+        self.deliver(P.reply("jobs", frame, jobs=jobs, workers=self.server.manager.workers(),
+                             unreadable=self.server.manager.unreadable_runs()))
 
     async def _on_submit(self, frame: P.Frame) -> None:
-        job = await self.server.manager.submit(frame.header, frame.payload)
+        spool = frame.spool if isinstance(frame, SpooledFrame) else None
+        job = await self.server.manager.submit(frame.header, frame.payload, mesh_file=spool)
         self._accepted(frame, job, resumed=False)
 
     async def _on_resume(self, frame: P.Frame) -> None:
@@ -264,8 +262,10 @@ class Connection:
 
 def _read_range(path: Any, offset: int, length: int | None) -> tuple[bytes, int]:
     size = path.stat().st_size
-    if length is None:
-        length = size - offset
+    if offset > size:
+        raise P.ProtocolError("invalid_message", f"offset {offset} is past the end of {path.name} ({size} bytes)",
+                              problems=[P.problem("offset", offset, f"an integer in 0..{size} (the file's size)")])
+    length = size - offset if length is None else min(length, size - offset)
     if length > P.MAX_PAYLOAD_BYTES:
         raise P.ProtocolError("too_large", f"{path.name} has {size} bytes; ask for at most "
                                            f"{P.MAX_PAYLOAD_BYTES} at a time with offset and length")

@@ -40,8 +40,10 @@ class EventLog:
                 try:
                     ev = json.loads(line)
                     seq = ev["seq"]
-                except (ValueError, KeyError, TypeError):
+                except (ValueError, KeyError, TypeError, RecursionError):
                     continue
+                if not isinstance(seq, int) or isinstance(seq, bool):
+                    continue  # a line some other program wrote: not an event of ours
                 if seq <= after_seq:
                     continue
                 if upto_seq is not None and seq > upto_seq:

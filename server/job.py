@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,8 +12,14 @@ from engine.run_dir import RunDir
 
 from .events_log import EventLog
 from .paths import resolve_inside
+from .wire_text import bad_text, scrub
 
 RESUMABLE = ("interrupted", "cancelled", "failed")
+log = logging.getLogger("vsdream.server")
+
+
+class UnreadableRun(Exception):
+    """A run folder with a spec.json that cannot be read as a job; the message says why."""
 
 
 @dataclass
@@ -76,26 +83,42 @@ class Job:
         return files[-1].name if files else None
 
     def summary(self) -> dict[str, Any]:
-        return {
+        """What list_jobs shows; text an older version stored unchecked is shown with U+FFFD."""
+        return scrub({
             "job_id": self.id, "state": self.state, "created": self.created, "last_seq": self.last_seq,
             "prompt": self.spec.get("prompt", ""), "preset": self.spec.get("preset", ""),
             "prior": self.spec.get("prior", ""), "mode": self.spec.get("mode", "text"),
             "stage": self.stage, "step": self.step, "total": self.total, "run_dir": str(self.run.root),
             "artifacts": sorted(self.artifacts), "error": self.error, "checkpoint": self.checkpoint(),
             "resumable": self.state in RESUMABLE,
-        }
+        })
 
     @classmethod
     def load(cls, root: Path) -> "Job | None":
-        """Rebuild a job from its run folder; None when it is not a job folder."""
+        """Rebuild a job from its run folder; None when it is not a job folder (no spec.json).
+
+        Raises UnreadableRun when spec.json is there but cannot be read as a JSON object."""
         run = RunDir(root)
+        if not run.spec_path.is_file():
+            return None
         try:
-            spec = json.loads(run.spec_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
+            raw = run.spec_path.read_bytes()
+            created = run.spec_path.stat().st_mtime
+        except OSError as exc:
+            raise UnreadableRun(f"spec.json cannot be read ({exc.strerror})") from None
+        try:
+            spec = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise UnreadableRun(f"spec.json is not UTF-8 text (byte {exc.start})") from None
+        except (ValueError, RecursionError) as exc:
+            raise UnreadableRun(f"spec.json is not valid JSON ({exc})") from None
         if not isinstance(spec, dict):
-            return None
-        job = cls(root.name, run, spec, created=run.spec_path.stat().st_mtime)
+            raise UnreadableRun(f"spec.json holds a JSON {type(spec).__name__}, not an object")
+        bad = bad_text(spec)
+        if bad:
+            log.warning("run folder %s: spec.json has text that is not valid Unicode in %s (%s); "
+                        "list_jobs shows it with U+FFFD", root, ", ".join(f for f, _ in bad), bad[0][1])
+        job = cls(root.name, run, spec, created=created)
         for ev in job.log.read():
             job.apply(ev)
         if job.state in ("queued", "running"):

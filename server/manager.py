@@ -10,7 +10,9 @@ import asyncio
 import copy
 import logging
 import math
+import os
 import re
+import shutil
 import secrets
 import signal
 import sys
@@ -21,10 +23,12 @@ from typing import Any, Protocol
 
 from engine.run_dir import RunDir
 
-from .job import RESUMABLE, Job
+from .job import RESUMABLE, Job, UnreadableRun
+from .path_policy import PathPolicy
 from .paths import resolve_inside
 from .preview_store import PreviewStore
 from .protocol import ERROR_HINTS, TERMINAL_EVENTS, Frame, ProtocolError, problem
+from .wire_text import scrub
 from .worker_handle import WorkerHandle
 
 log = logging.getLogger("vsdream.server")
@@ -38,8 +42,11 @@ class Subscriber(Protocol):
 
 class JobManager:
     def __init__(self, runs_dir: Path, devices: list[str], job_fn: str, max_queue: int = 32,
-                 cancel_grace_s: float = 30.0):
+                 cancel_grace_s: float = 30.0, path_policy: PathPolicy | None = None):
         self.runs_dir = Path(runs_dir)
+        self.spool_dir = self.runs_dir / ".uploads"  # uploads arrive here, then move into their run folder
+        self.path_policy = path_policy or PathPolicy()
+        self.unreadable: dict[str, str] = {}  # run folder name -> why it cannot be listed as a job
         self.devices, self.job_fn = devices, job_fn
         self.max_queue, self.cancel_grace_s = max_queue, cancel_grace_s
         self.jobs: dict[str, Job] = {}
@@ -56,8 +63,18 @@ class JobManager:
     def start(self, resume_unfinished: bool = False) -> None:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self._spawn_task(self._pump())
-        for root in sorted(p for p in self.runs_dir.iterdir() if p.is_dir()):
-            job = Job.load(root)
+        shutil.rmtree(self.spool_dir, ignore_errors=True)  # uploads cut off by a previous server's exit
+        for root in sorted(p for p in self.runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            try:
+                job = Job.load(root)
+            except UnreadableRun as exc:
+                log.warning("run folder %s cannot be listed as a job: %s", root, exc)
+                self.unreadable[root.name] = str(exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - one broken folder must not stop the server
+                log.exception("run folder %s cannot be read", root)
+                self.unreadable[root.name] = f"{type(exc).__name__}: {exc}"
+                continue
             if job is not None:
                 self.jobs[job.id] = job
         for slot in range(len(self.devices)):
@@ -87,16 +104,25 @@ class JobManager:
             raise ProtocolError("unknown_job", f"no job {job_id!r} on this server")
         return job
 
-    async def submit(self, header: dict[str, Any], mesh: bytes = b"") -> Job:
+    async def submit(self, header: dict[str, Any], mesh: bytes = b"", mesh_file: Path | None = None) -> Job:
+        """A new job; the mesh upload is `mesh` (small) or `mesh_file` (spooled to disk, moved here)."""
         self._check_capacity()
         job_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
         root = self.runs_dir / job_id
-        mesh_path = root / "input" / _safe_name(header.get("mesh_name", "mesh.glb")) if mesh else None
+        uploaded = bool(mesh) or mesh_file is not None
+        mesh_path = root / "input" / _safe_name(header.get("mesh_name", "mesh.glb")) if uploaded else None
         spec = _build_spec(header, mesh_path)
+        problems = self.path_policy.check(spec, root)
+        if problems:
+            raise ProtocolError("invalid_spec", "the job spec names files this server does not serve: "
+                                + ", ".join(p["field"] for p in problems), problems=problems)
         run = RunDir(root).create()
         if mesh_path is not None:  # up to 256 MiB: off the event loop
             mesh_path.parent.mkdir(parents=True, exist_ok=True)
-            await asyncio.to_thread(mesh_path.write_bytes, mesh)
+            if mesh_file is not None:
+                await asyncio.to_thread(_move, mesh_file, mesh_path)
+            else:
+                await asyncio.to_thread(mesh_path.write_bytes, mesh)
         run.write_spec(spec)
         job = Job(job_id, run, spec.to_dict())
         self.jobs[job_id] = job
@@ -162,6 +188,11 @@ class JobManager:
         if path is None or not path.is_file():
             raise ProtocolError("not_found", f"job {job.id} has no file {name!r}")
         return path
+
+    def unreadable_runs(self) -> list[dict[str, Any]]:
+        """Run folders that exist but cannot be read as jobs, with the reason (list_jobs shows them)."""
+        return scrub([{"job_id": name, "run_dir": str(self.runs_dir / name), "error": why}
+                      for name, why in sorted(self.unreadable.items())])
 
     def status(self) -> dict[str, Any]:
         return {"running": [j.id for j in self.jobs.values() if j.state == "running"], "queued": len(self.queue)}
@@ -303,6 +334,14 @@ def _build_spec(header: dict[str, Any], mesh_path: Path | None) -> Any:
     except Exception as exc:  # values too malformed for the checker to describe field by field
         raise ProtocolError("invalid_spec", f"the job spec could not be read: {type(exc).__name__}: {exc}"[:2000]) \
             from None
+
+
+def _move(src: Path, dst: Path) -> None:
+    """Rename when both are on one file system (the usual case: both under the runs folder), else copy."""
+    try:
+        os.replace(src, dst)
+    except OSError:
+        shutil.move(str(src), str(dst))
 
 
 def _safe_name(name: Any) -> str:

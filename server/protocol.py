@@ -32,6 +32,7 @@ TOKEN_ENV = "VSDREAM_TOKEN"
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 TERMINAL_EVENTS = ("done", "failed", "cancelled")
 MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply")
+MAX_SAFE_INT = 2**53 - 1             # offsets, lengths and seqs every JSON reader keeps exact
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 
 # code -> default hint a user can act on (servers may send a more specific hint)
@@ -245,7 +246,7 @@ SERVER_MESSAGES: dict[str, dict[str, str]] = {
     "accepted": {"job_id": "str!", "position": "int!", "run_dir": "str!", "resumed": "bool"},
     "attached": {"job_id": "str!", "state": "str!", "last_seq": "int!"},
     "detached": {"job_id": "str!"},
-    "jobs": {"jobs": "list!", "workers": "list!"},
+    "jobs": {"jobs": "list!", "workers": "list!", "unreadable": "list"},
     "artifact_data": {"job_id": "str!", "name": "str!", "size": "int!", "offset": "int!", "sha256": "str!"},
     "pong": {"nonce": "any", "time": "num!"},
     "ack": {"what": "str!", "job_id": "str", "state": "str"},
@@ -346,8 +347,8 @@ def _client_rules(mtype: str, h: dict[str, Any]) -> list[dict[str, Any]]:
     if "job_id" in h and isinstance(h["job_id"], str) and not _JOB_ID.match(h["job_id"]):
         out.append(problem("job_id", h["job_id"], "letters, digits, '_', '-', '.' (1-80 chars)"))
     for name in ("from_seq", "offset", "length"):
-        if _is_int(h.get(name)) and h[name] < 0:
-            out.append(problem(name, h[name], "an integer ≥ 0"))
+        if _is_int(h.get(name)) and not 0 <= h[name] <= MAX_SAFE_INT:
+            out.append(problem(name, h[name], "an integer in [0, 2^53 - 1]"))
     has_payload = _is_int(h.get("payload_bytes")) and h["payload_bytes"] > 0
     if mtype == "submit":
         if ("spec" in h) == ("preset" in h):
