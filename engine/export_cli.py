@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 from .cli_spec import read_run_spec, report
-from .context import JobContext, resolve_device
 from .errors import error_code
 from .events import Artifact, Event, Log
 from .run_dir import RunDir
@@ -45,6 +44,7 @@ def main(argv: list[str]) -> int:
         spec.validate()
     except SpecError as exc:
         return report(exc)
+    from .context import JobContext, resolve_device  # torch: only once the spec is known to be good
     from .stages.export import export_all
     from .stages.export_sources import load_export_sources
     ctx = JobContext(spec, run, _print, device=resolve_device(spec.device))

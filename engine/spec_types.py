@@ -85,8 +85,17 @@ def field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+@functools.lru_cache(maxsize=None)
 def is_section(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+@functools.lru_cache(maxsize=None)
+def _layout(cls: type) -> tuple[tuple[str, Any, bool, Rule | None], ...]:
+    """(name, type, is a section, rule) per field of `cls`, worked out once per class."""
+    types_ = field_types(cls)
+    return tuple((f.name, types_[f.name], is_section(types_[f.name]), f.metadata.get("rule"))
+                 for f in dataclasses.fields(cls))
 
 
 def is_number(v: Any) -> bool:
@@ -164,15 +173,14 @@ def field_problems(obj: Any, prefix: str = "") -> list[FieldProblem]:
 
     Never raises for any value: rules run only on values that already have the field's type."""
     problems: list[FieldProblem] = []
-    for f in dataclasses.fields(obj):
-        tp, value, path = field_types(type(obj))[f.name], getattr(obj, f.name), prefix + f.name
-        if is_section(tp):
+    for name, tp, section, rule in _layout(type(obj)):
+        value, path = getattr(obj, name), prefix + name
+        if section:
             if isinstance(value, tp):
                 problems.extend(field_problems(value, path + "."))
             else:
-                problems.append(FieldProblem(path, value, f"a JSON object (the {f.name} section)"))
+                problems.append(FieldProblem(path, value, f"a JSON object (the {name} section)"))
             continue
-        rule: Rule | None = f.metadata.get("rule")
         if not conforms(value, tp):
             allowed = BAD_TEXT if _has_bad_text(value) else allowed_text(tp, rule)
             problems.append(FieldProblem(path, value, allowed))
