@@ -31,6 +31,8 @@ SCENARIO = textwrap.dedent(r'''
     out["scene_props"] = hasattr(bpy.types.Scene, "vsdream")
     mods = sys.modules
     out["protocol_file"] = mods[name + "._protocol_import"].protocol.__file__
+    out["tls_pin_file"] = mods[name + "._protocol_import"].tls_pin.__file__
+    out["tls_pin_protocol"] = mods[name + "._protocol_import"].tls_pin.protocol.__file__
     out["user_dir"] = str(mods[name + ".paths"].user_dir())
     prefs = bpy.context.preferences.addons[name].preferences
     prefs.engine_python = sys.executable
@@ -54,11 +56,12 @@ def test_zip_builds_validates_installs_and_enables(tmp_path):
     zip_path = build_addon.build(out_dir=tmp_path / "dist", work=tmp_path / "build")  # validates too
     assert zip_path.name == f"vsdream-{build_addon.manifest_version()}.zip"
     names = set(zipfile.ZipFile(zip_path).namelist())
-    assert {"blender_manifest.toml", "__init__.py", "protocol.py", "backend/requirements.txt",
+    assert {"blender_manifest.toml", "__init__.py", "protocol.py", "tls_pin.py", "backend/requirements.txt",
             "backend/engine/spec.py", "backend/server/__main__.py", "backend/pyproject.toml"} <= names
     assert not any("__pycache__" in n for n in names)
     # the zip's protocol.py is the server's file, byte for byte (one source of truth)
     assert zipfile.ZipFile(zip_path).read("protocol.py") == (addon_helpers.ROOT / "server/protocol.py").read_bytes()
+    assert zipfile.ZipFile(zip_path).read("tls_pin.py") == (addon_helpers.ROOT / "server/tls_pin.py").read_bytes()
 
     script = tmp_path / "scenario.py"
     script.write_text(SCENARIO)
@@ -75,6 +78,8 @@ def test_zip_builds_validates_installs_and_enables(tmp_path):
     assert out["user_extensions"].startswith(str(user))
     # the bundled protocol copy is the one in use, and files go to the extension's user folder
     assert out["protocol_file"].startswith(str(user / "extensions" / "user_default" / "vsdream"))
+    assert out["tls_pin_file"].startswith(str(user / "extensions" / "user_default" / "vsdream"))
+    assert out["tls_pin_protocol"] == out["protocol_file"]  # the pinned client frames with the bundled protocol
     assert out["user_dir"] == str(user / "extensions" / ".user" / "user_default" / "vsdream")
     # the engine code comes from the bundled backend
     bundled = str(user / "extensions" / "user_default" / "vsdream" / "backend")
