@@ -41,8 +41,9 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def read_run_spec(folder: Path, what: str) -> JobSpec:
-    """The validated spec of run folder `folder` (`what` names the argument, e.g. --resume)."""
+def read_run_spec(folder: Path, what: str, validate: bool = True) -> JobSpec:
+    """The spec of run folder `folder`, validated unless the caller changes it first (then it
+    validates); `what` names the argument in messages, e.g. --resume."""
     spec_path = Path(folder) / "spec.json"
 
     def fail(allowed: str) -> SpecError:
@@ -57,7 +58,8 @@ def read_run_spec(folder: Path, what: str) -> JobSpec:
     except (OSError, UnicodeDecodeError) as exc:
         raise fail(f"a readable UTF-8 spec.json ({type(exc).__name__}: {exc})") from None
     try:
-        return JobSpec.from_json(text).validate()
+        spec = JobSpec.from_json(text)
+        return spec.validate() if validate else spec
     except SpecError as exc:
         raise SpecError(exc.problems, title=f"{spec_path} is not a valid job spec") from None
 

@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     run = RunDir(args.run_dir)
     try:
-        spec = read_run_spec(args.run_dir, "RUN_DIR")
+        spec = read_run_spec(args.run_dir, "RUN_DIR", validate=False)  # validated below, with the options
         if args.formats:
             spec.export.formats = [f.strip() for f in args.formats.split(",") if f.strip()]
         if args.texture_size:
