@@ -17,6 +17,7 @@ from .auth import token_matches
 from .connection import Connection
 from .liveness import pid_alive
 from .manager import JobManager
+from .path_policy import PathPolicy
 from .protocol import PROTOCOL_VERSION, Frame, reply
 from .tls import TlsIdentity, server_context
 from .worker import DEFAULT_JOB_FN
@@ -41,6 +42,7 @@ class Config:
     max_queue: int = 32
     max_outbox: int = 10_000
     token_file: Path | None = None  # reported in the handshake when the server made the token itself
+    path_policy: PathPolicy = field(default_factory=PathPolicy)  # which files a job's spec may name
     tls: TlsIdentity | None = None  # set by --allow-remote: serve TLS with this certificate, never plaintext
 
 
@@ -58,7 +60,7 @@ class Server:
         from engine import __version__
         self.config, self.version, self.pid = config, __version__, os.getpid()
         self.manager = JobManager(config.runs_dir, config.devices, config.job_fn, config.max_queue,
-                                  config.cancel_grace_s)
+                                  config.cancel_grace_s, config.path_policy)
         self.connections: set[Connection] = set()
         self._stop = asyncio.Event()
         self.stop_reason = ""
