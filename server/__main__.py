@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .app import Config, Server, is_loopback
 from .auth import TokenError, create_token_file, load_token
+from .path_policy import PathPolicy
 from .private_file import others_can_read
 from .tls import TlsSetupError, ensure_identity
 from .protocol import HELLO_TIMEOUT_S, TOKEN_ENV
@@ -42,7 +43,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--cancel-grace", type=float, default=30.0,
                     help="seconds a cancelled job may take to checkpoint before its worker is killed")
     ap.add_argument("--hello-timeout", type=float, default=HELLO_TIMEOUT_S, help="seconds to wait for hello")
-    ap.add_argument("--frame-timeout", type=float, default=30.0, help="seconds a frame may stay incomplete")
+    ap.add_argument("--frame-timeout", type=float, default=30.0,
+                    help="seconds a frame may take from its first byte to its last (plus 1 s per MiB of payload)")
+    ap.add_argument("--trust-models", type=Path, action="append", default=[], metavar="DIR",
+                    help="a folder whose files jobs may read when paths are confined (repeatable; the Hugging "
+                         "Face cache is always trusted)")
+    ap.add_argument("--confine-paths", action="store_true",
+                    help="jobs read files only from their run folder and trusted folders (always on with "
+                         "--allow-remote)")
     ap.add_argument("--heartbeat", type=float, default=2.0, help="seconds between heartbeats")
     ap.add_argument("--max-queue", type=int, default=32, help="queued jobs before submit answers busy")
     ap.add_argument("--log-file", type=Path, help="log here instead of stderr")
@@ -93,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                     parent_pid=args.parent_pid, resume_unfinished=args.resume_unfinished, job_fn=args.job_fn,
                     hello_timeout_s=args.hello_timeout, frame_timeout_s=args.frame_timeout,
                     heartbeat_s=args.heartbeat, cancel_grace_s=args.cancel_grace, max_queue=args.max_queue,
-                    token_file=token_file, tls=tls)
+                    token_file=token_file, tls=tls,
+                    path_policy=PathPolicy.for_server(args.allow_remote, args.confine_paths, args.trust_models))
 
     async def serve() -> int:
         return await Server(config).run()
