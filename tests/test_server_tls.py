@@ -186,3 +186,16 @@ def test_loopback_without_allow_remote_stays_plain(tmp_path):
             tls_pin.connect_channel("127.0.0.1", srv.port, srv.token, "00" * 32, timeout=10)
         assert "not serving TLS" in str(err.value) and "--allow-remote" in str(err.value)
         assert "REMOTE MODE" not in srv.log_tail()
+
+
+@pytest.mark.skipif(not POSIX, reason="mode bits do not restrict readers on Windows (the profile ACL does)")
+def test_a_world_readable_token_file_given_by_the_user_is_named_in_the_log(tmp_path):
+    token_file = tmp_path / "my_token"
+    token_file.write_text("user-chosen-token\n")
+    os.chmod(token_file, 0o644)
+    srv = ServerProcess(tmp_path / "runs", "--token-file", str(token_file), *LIGHT, token="user-chosen-token")
+    with srv:
+        assert srv.connect().request(P.ping(), timeout=10).type == "pong"
+        log = srv.log_tail()
+    assert f"--token-file {token_file} is readable by other users" in log and "chmod 600" in log
+    assert _mode(token_file) == 0o644, "a file the user owns and named is reported, not changed behind their back"
