@@ -107,7 +107,7 @@ class Server:
         """Say plainly that the engine is reachable from the network, over TLS, and what to pin."""
         cfg = self.config
         token_from = f"the token is in {cfg.token_file}" if cfg.token_file else "the token is the one you set"
-        log.warning("REMOTE MODE: listening on %s:%d for other machines; all traffic is TLS (plaintext "
+        log.warning("REMOTE MODE (--allow-remote): listening on %s:%d; all traffic is TLS (plaintext "
                     "clients are refused). Pin this SHA-256 certificate fingerprint in the client: %s "
                     "(certificate %s%s); %s. Never share the token in plaintext.", cfg.host, port,
                     cfg.tls.fingerprint, cfg.tls.cert_path, ", new this start" if cfg.tls.created else "", token_from)
