@@ -55,10 +55,12 @@ def cpu_smoke() -> JobSpec:
                        t_max_annealed=0.1, guidance_scale=1.0, lr_grid=3e-2, lr_mlp=3e-3, lr_phi=1e-3, preview_every=50,
                        checkpoint_every=100),
         # normal maps at 256²: geometry detail of a pixel or two at 64² gives SDS nothing to see
-        # (textured mesh 28.5 → 29.0 dB for ~10 s; bench mesh refine: Chamfer 0.0148 → 0.0081)
+        # (textured mesh 28.5 → 29.0 dB for ~10 s; bench mesh refine: Chamfer 0.0148 → 0.0081).
+        # Laplacian 1e-3: the same pull as 1.0 had before the regulariser became threestudio's ‖L·v‖
+        # (its gradient on this 64³ DMTet's surface is ~760× the old mean-squared form's)
         geometry=StageSpec(steps=60, method="sds", guidance_scale=1.0, t_max=0.5, t_max_annealed=0.5,
                            resolution_schedule=[[0, 256]], grid_resolution=64, lambda_normal_consistency=1.0,
-                           lambda_laplacian=1.0, preview_every=20, checkpoint_every=50),
+                           lambda_laplacian=1e-3, preview_every=20, checkpoint_every=50),
         # stage 3 starts from stage 1's colours, so t ≤ 0.1 T soon (step 25): at larger t the fresh
         # ε_φ is still noise and so is its VSD gradient (textured mesh 25.8 → 28.5 dB, closing notes)
         texture=StageSpec(steps=150, method="vsd", resolution_schedule=[[0, 64]], anneal_step=25, t_max_annealed=0.1,

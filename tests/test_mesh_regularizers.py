@@ -72,3 +72,49 @@ def test_components_and_hidden_bubbles():
     kept = drop_hidden_components(v, f, TorchRasterizer(), radius=1.0, resolution=64)
     assert len(kept) == len(outer.faces) + len(side.faces)
     assert set(torch.unique(kept).tolist()).isdisjoint(range(len(outer.vertices), len(outer.vertices) + len(inner.vertices)))
+
+
+def test_laplacian_is_the_mean_norm_of_unnormalised_L_v_by_hand():
+    # octahedron (every vertex has 4 neighbours: all but its opposite) with the top pulled up to z = 2:
+    # (L·v)ᵢ = 4vᵢ − (Σ v − vᵢ − v_opp), Σ v = (0, 0, 1): top (0,0,8), bottom (0,0,−4), equator e.g. (4,0,−1)
+    m = trimesh.Trimesh(
+        [[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 2], [0, 0, -1]],
+        [[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]], process=False)
+    v, f = _mesh(m)
+    expected = (8 + 4 + 4 * 17 ** 0.5) / 6
+    assert float(laplacian_smoothing(v, f)) == pytest.approx(expected, rel=1e-12), \
+        "laplacian_smoothing must be mean ‖(D − A)·v‖ (threestudio's Mesh.laplacian)"
+
+
+def test_laplacian_matches_a_dense_D_minus_A_on_a_noisy_sphere():
+    v, f = _mesh(trimesh.creation.icosphere(2))
+    v = v + 0.01 * torch.randn(v.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    e = unique_edges(f)
+    adj = torch.zeros(len(v), len(v), dtype=torch.float64)
+    adj[e[:, 0], e[:, 1]] = adj[e[:, 1], e[:, 0]] = 1.0
+    lap = torch.diag(adj.sum(1)) - adj
+    assert float(laplacian_smoothing(v, f)) == pytest.approx(float((lap @ v).norm(dim=1).mean()), rel=1e-10)
+
+
+def test_noisy_sphere_smooths_at_the_paper_lambda_and_geometry_lr():
+    from engine.presets import paper
+    cfg = paper().geometry  # λ_laplacian 1e4, lr_geometry 5e-3 (spec defaults, as the paper preset runs)
+    m = trimesh.creation.icosphere(3, radius=0.6)  # 642 vertices, edges ≈ 0.09
+    v0, f = _mesh(m)
+    noisy = v0 * (1 + torch.randn(len(v0), 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64) / 60)
+    v = noisy.clone().float().requires_grad_(True)
+    opt = torch.optim.Adam([v], lr=cfg.lr_geometry)
+
+    def roughness():
+        with torch.no_grad():
+            return float(v.norm(dim=-1).std()), float(normal_consistency(v, f))
+
+    std0, nc0 = roughness()
+    for _ in range(20):
+        opt.zero_grad()
+        (cfg.lambda_laplacian * laplacian_smoothing(v, f)).backward()
+        opt.step()
+    std1, nc1 = roughness()
+    # measured: distance-to-sphere std 0.0103 → 0.0050, normal variation 0.036 → 0.008
+    assert std1 < std0 / 1.8, f"distance-to-sphere std {std0:.4f} → {std1:.4f}: not smoothed"
+    assert nc1 < nc0 / 3, f"normal variation {nc0:.4f} → {nc1:.4f}: not smoothed"

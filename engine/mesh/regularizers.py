@@ -23,16 +23,19 @@ def normal_consistency(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Ten
 
 
 def laplacian_smoothing(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Mean squared distance of each vertex to the mean of its edge neighbours (uniform Laplacian)."""
+    """Mean over vertices of ‖(L·v)ᵢ‖, L = D − A the unnormalised uniform Laplacian.
+
+    (L·v)ᵢ = Σ_j∈N(i) (vᵢ − vⱼ) = degᵢ · (vᵢ − mean of its neighbours). This is threestudio's
+    `Mesh.laplacian()` (its geometry-stage loss, weighted 1e4 in the ProlificDreamer configs), so the
+    paper's λ means here what it meant there. Vertices no edge uses are left out of the mean (marching
+    tets leaves none). The norm is not squared: its gradient at a flat vertex is the zero subgradient.
+    """
     e = unique_edges(faces)
     if e.numel() == 0:
         return vertices.sum() * 0.0
-    nv = vertices.shape[0]
-    idx = torch.cat([e[:, 0], e[:, 1]])
-    nbr = torch.cat([e[:, 1], e[:, 0]])
-    total = torch.zeros_like(vertices).index_add(0, idx, vertices[nbr])
-    deg = torch.zeros(nv, device=vertices.device, dtype=vertices.dtype).index_add(
-        0, idx, torch.ones_like(idx, dtype=vertices.dtype))
-    used = deg > 0
-    lap = vertices[used] - total[used] / deg[used].unsqueeze(-1)
-    return lap.pow(2).sum(-1).mean()
+    i, j = e[:, 0], e[:, 1]
+    diff = vertices[i] - vertices[j]
+    lv = torch.zeros_like(vertices).index_add(0, i, diff).index_add(0, j, -diff)
+    used = torch.zeros(vertices.shape[0], dtype=torch.bool, device=vertices.device)
+    used[e.reshape(-1)] = True
+    return torch.linalg.vector_norm(lv[used], dim=-1).mean()
