@@ -6,6 +6,7 @@ Issue 14 (defect 3): 23 fields had no type check, `prompt` accepted a list, and 
 import dataclasses
 import json
 import math
+from typing import Literal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from engine.presets import make_spec
 from engine.spec import JobSpec, SpecError
-from engine.spec_types import all_paths, field_types, is_section
+from engine.spec_types import all_paths, conforms, field_types, is_section
 
 PATHS = all_paths(JobSpec)
 SECTIONS = [name for name, tp in field_types(JobSpec).items() if is_section(tp)]
@@ -209,3 +210,26 @@ def test_from_json_of_any_text_raises_only_spec_error(text):
     except SpecError as exc:
         assert exc.problems
         str(exc).encode("utf-8")
+
+
+@pytest.mark.parametrize("tp,good,bad", [
+    (bool, [True, False], [0, 1, "no", None]),
+    (int, [0, -3, 10**30], [True, 1.0, "1", None]),
+    (float, [0, 1.5, -2, 10**300], [math.nan, math.inf, -math.inf, 10**400, True, "1.5", None]),
+    (str, ["", "owl", "é 🦉"], ["owl \ud83d", 5, None, ["a"]]),
+    (str | None, [None, "x"], [5, "\udcff"]),
+    (Literal["vsd", "sds"], ["vsd"], ["dds", 0, None]),
+    (tuple[float, float], [(1, 2), [1.0, 2.0]], [[1], [1, 2, 3], [1, math.nan], "12"]),
+    (list[list[int]], [[], [[0, 64]]], [[[0, 6.4]], [0, 64], [[True]]]),
+    (list[str], [[], ["glb"]], ["glb", [1], ["\ud83d"]]),
+])
+def test_conforms_follows_the_annotation(tp, good, bad):
+    """The type table alone (no range rule): bool ≠ int, int ⊂ float, finite numbers, UTF-8 text."""
+    assert [v for v in good if not conforms(v, tp)] == []
+    assert [v for v in bad if conforms(v, tp)] == []
+
+
+def test_json_tuples_come_back_as_tuples():
+    spec = JobSpec()
+    again = JobSpec.from_json(spec.to_json())
+    assert again == spec and isinstance(again.camera.fov_deg, tuple)
