@@ -17,6 +17,8 @@ BENCHES: dict[str, str] = {
     "step": "engine.bench.step:main",
     "mesh": "engine.bench.mesh:main",
     "server": "server.bench:main",
+    "upload": "server.bench_upload:main",
+    "fuzz": "server.fuzz:main",
     "render": "engine.render.speed:main",
 }
 

@@ -26,6 +26,7 @@ log = logging.getLogger("vsdream.server")
 PRE_AUTH_MAX_HEADER = 64 << 10
 WRITE_BUFFER_HIGH = 1 << 20  # bytes queued in the transport before the writer waits (about one 512² frame)
 FINAL_FLUSH_S = 30.0  # time a closing connection gets to take its last frames
+LINGER_S, LINGER_BYTES = 2.0, 16 << 20  # after a fatal error: how long / how much unread input to discard
 _CLOSE = object()
 
 
@@ -42,6 +43,7 @@ class Connection:
                                   max_header=PRE_AUTH_MAX_HEADER, max_payload=0)
         self.authed = False
         self.closing = False
+        self.linger = False  # set on a fatal error: discard unread input before closing (see _linger)
         self.peer = writer.get_extra_info("peername")
         writer.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
 
@@ -90,7 +92,27 @@ class Connection:
         finally:
             self.closing = True
             self.server.manager.unsubscribe(self)
+            if self.linger:
+                await self._linger()
             self.writer.close()
+
+    async def _linger(self) -> None:
+        """Half-close, then read and drop what the client still sends, for a moment.
+
+        Closing a socket with unread input makes the kernel send a reset, which can destroy the
+        error frame just written before the client reads it: the client would see a silent drop."""
+        loop = asyncio.get_running_loop()
+        deadline, got = loop.time() + LINGER_S, 0
+        try:
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+            while got < LINGER_BYTES:
+                data = await asyncio.wait_for(self.reader.read(1 << 16), max(deadline - loop.time(), 0))
+                if not data:
+                    break
+                got += len(data)
+        except (asyncio.TimeoutError, ConnectionError, OSError, RuntimeError):
+            pass
 
     async def _replay(self, r: Replay) -> None:
         events = await asyncio.to_thread(lambda: list(r.job.log.read(r.after_seq, r.upto_seq)))
@@ -129,6 +151,7 @@ class Connection:
             log.info("client %s: %s", self.peer, exc.message)
             if self.authed:
                 self.deliver(exc.to_frame())
+                self.linger = True
                 self.close_after_flush()
             else:
                 await self._refuse(exc.message)
@@ -180,6 +203,7 @@ class Connection:
         self.closing = True
         try:
             await asyncio.wait_for(self._write(P.error(code, why, fatal=True)), 2.0)
+            await self._linger()
         except (asyncio.TimeoutError, ConnectionError, OSError):
             pass
         self.writer.close()
@@ -205,7 +229,8 @@ class Connection:
             self.deliver(P.error("internal", f"{type(exc).__name__}: {exc}"[:500], re_id=frame.get("id")))
 
     async def _on_hello(self, frame: P.Frame) -> None:
-        raise P.ProtocolError("invalid_message", "already authenticated; hello is only the first message")
+        raise P.ProtocolError("invalid_message", "already authenticated; hello is only the first message",
+                              problems=[P.problem("type", "hello", "any message but hello once authenticated")])
 
     async def _on_ping(self, frame: P.Frame) -> None:
         self.deliver(P.reply("pong", frame, nonce=frame.get("nonce"), time=time.time()))

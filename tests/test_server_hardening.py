@@ -196,3 +196,29 @@ def test_get_artifact_offsets_inside_the_file_still_work(finished_job):
     past = chan.request(P.get_artifact(job_id, "spec.json", offset=size + 1), timeout=10)
     assert past["code"] == "invalid_message" and past["problems"][0]["field"] == "offset"
     assert f"0..{size}" in past["problems"][0]["allowed"]
+
+
+# ------------------------------------------------------- 8. upload memory
+def test_a_large_upload_streams_to_disk_with_bounded_memory(srv):
+    from server.bench_upload import rss_bytes, upload
+    if rss_bytes(srv.proc.pid) is None:
+        pytest.skip("no way to read a process's memory here (no /proc, no psutil)")
+    got = upload(srv, 64, settle_s=0.5)
+    assert got["saved_bytes"] == 64 << 20, "the whole payload lands in the run folder"
+    assert got["peak_delta_mib"] < 24, f"server RSS rose by {got['peak_delta_mib']:.0f} MiB for a 64 MiB upload"
+    assert got["after_delta_mib"] < 16, f"server RSS stayed {got['after_delta_mib']:.0f} MiB higher afterwards"
+    assert not any((srv.runs_dir / ".uploads").glob("*")), "no spool file is left behind"
+
+
+def test_an_upload_cut_off_midway_leaves_no_spool_file(srv):
+    sock, reader = authed_socket(srv)
+    raw = json.dumps({"type": "submit", "preset": "cpu-smoke", "mesh_name": "m.glb", "payload_bytes": 8 << 20})
+    sock.sendall(struct.pack(">I", len(raw)) + raw.encode() + bytes(3 << 20))
+    time.sleep(0.5)
+    assert len(list((srv.runs_dir / ".uploads").glob("*.part"))) == 1, "a large payload is spooled as it arrives"
+    sock.shutdown(socket.SHUT_WR)
+    got = next_frame(sock, reader)
+    assert got is not None and got["code"] == "bad_frame" and "payload" in got["message"], got
+    sock.close()
+    time.sleep(0.2)
+    assert not any((srv.runs_dir / ".uploads").glob("*"))
