@@ -4,6 +4,7 @@ import torch
 from engine.cameras import CameraSampler
 from engine.diffusion import NoiseSchedule, sample_t, t_max_at
 from engine.distill import distillation_loss
+from engine.distill.phi_training import phi_optimizer
 from engine.distill.phi_unet import PixelEpsPhi
 from engine.priors.base import Conditioning, Prior
 from engine.spec import CameraSpec, StageSpec
@@ -74,7 +75,7 @@ def test_phi_camera_mlp_starts_at_zero_and_training_reduces_loss():
     c2.cameras.c2w = c2.cameras.c2w * 3.0
     assert torch.equal(phi.predict_noise(x_t, t, c1), phi.predict_noise(x_t, t, c2))
     x0 = torch.rand(1, 3, 16, 16) * 2 - 1
-    opt = torch.optim.AdamW(phi.trainable_parameters(), lr=3e-3)
+    opt = phi_optimizer(phi, 3e-3)
     first = None
     for i in range(30):
         loss = phi.training_loss(x0, c1, torch.Generator().manual_seed(i % 4))
@@ -83,3 +84,42 @@ def test_phi_camera_mlp_starts_at_zero_and_training_reduces_loss():
     with torch.no_grad():
         final = sum(phi.training_loss(x0, c1, torch.Generator().manual_seed(i)).item() for i in range(4)) / 4
     assert final < first
+
+
+def test_vsd_gradient_replays_exactly_with_a_fixed_phi():
+    """grad on x0 = w(t)·(ε_pretrained − ε_φ(x_t))/B for the ε_φ the stage holds: replacing ε_φ's
+    prediction by the sampled noise (VSD silently turning into SDS) breaks this equality."""
+    x0 = (torch.rand(2, 3, 16, 16) * 2 - 1).requires_grad_(True)
+    prior = ConstantPrior(torch.full((1, 3, 16, 16), 0.25))
+    stage = StageSpec(steps=10, method="vsd", t_min=0.3, t_max=0.6, guidance_scale_phi=1.0)
+    phi = prior.make_variational_score(stage, torch.Generator().manual_seed(7))
+    with torch.no_grad():  # a non-trivial but fixed ε_φ: its output layer is not zero
+        for p in phi.net.out.parameters():
+            p.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(8))
+    cond = _cond()
+    cond.cameras = CameraSampler(CameraSpec()).sample(2, 16, torch.Generator().manual_seed(0))
+    res = distillation_loss(prior, phi, x0, cond, stage, 0, torch.Generator().manual_seed(3))
+    res.loss.backward()
+    replay = torch.Generator().manual_seed(3)
+    t = sample_t(2, 0.3, t_max_at(0, 10, 0.6, 0.5, 5000, "two_stage"), 1000, replay)
+    eps = torch.randn(x0.shape, generator=replay)
+    x_t = prior.schedule.add_noise(x0.detach(), eps, t)
+    with torch.no_grad():
+        eps_phi = phi.predict_noise(x_t, t, cond)
+    assert (eps_phi - eps).abs().mean() > 0.3, "the fixed ε_φ must differ from the sampled noise"
+    expected = prior.schedule.weight(t, x0) * (0.25 - eps_phi) / 2
+    torch.testing.assert_close(x0.grad, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_every_stage_builds_phi_with_the_one_builder():
+    """Stage 1, the mesh stages and the benches get ε_φ and its optimiser from build_phi: AdamW at
+    the stage's lr_phi with the documented weight decay; SDS builds none."""
+    from engine.distill.phi_training import PHI_WEIGHT_DECAY, build_phi
+    prior = ConstantPrior(torch.zeros(1, 3, 16, 16))
+    stage = StageSpec(method="vsd", lr_phi=2e-4)
+    trainer = build_phi(prior, stage, torch.Generator().manual_seed(0), torch.device("cpu"))
+    group = trainer.opt.param_groups[0]
+    assert isinstance(trainer.opt, torch.optim.AdamW)
+    assert group["lr"] == 2e-4 and group["weight_decay"] == PHI_WEIGHT_DECAY == 0.01
+    assert {id(p) for p in group["params"]} == {id(p) for p in trainer.phi.trainable_parameters()}
+    assert build_phi(prior, StageSpec(method="sds"), torch.Generator(), torch.device("cpu")) is None

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from ..diffusion import NoiseSchedule
 from ..distill import distillation_loss
+from ..distill.phi_training import build_phi
 from ..distill.phi_unet import timestep_embedding
 from ..priors.base import Conditioning, Prior, VariationalScore
 from ..priors.mixture import mixture_eps
@@ -90,18 +91,16 @@ def run_mixture2d(method: str, steps: int = 3000, particles: int = 64, s: float 
     # start spread over the square so the experiment measures the spread, not basin escape
     x = nn.Parameter(2.0 * torch.rand(particles, dim, generator=gen) - 1.0)
     opt = torch.optim.Adam([x], lr=lr)
-    phi = prior.make_variational_score(stage, gen) if method == "vsd" else None
-    opt_phi = torch.optim.AdamW(phi.parameters(), lr=stage.lr_phi) if phi is not None else None
+    trainer = build_phi(prior, stage, gen, torch.device("cpu"))  # the stages' own ε_φ builder
+    phi = trainer.phi if trainer is not None else None
     for step in range(steps):
         opt.zero_grad()
         res = distillation_loss(prior, phi, x, None, stage, step, gen)  # type: ignore[arg-type]
         res.loss.backward()
         opt.step()
-        if phi is not None and opt_phi is not None:
+        if trainer is not None:
             for _ in range(phi_repeats):
-                opt_phi.zero_grad()
-                phi.training_loss(x.detach(), None, gen).backward()  # type: ignore[arg-type]
-                opt_phi.step()
+                trainer.train([(x.detach(), None)], gen)  # type: ignore[list-item]
     with torch.no_grad():
         d = torch.cdist(x, means)
         nearest, which = d.min(dim=1)

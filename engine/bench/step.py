@@ -10,6 +10,8 @@ achieved TFLOP/s, next to the ≈6.5 TFLOP a 512² iteration must do (DESIGN.md 
 
 `--flops-only` counts the diffusion part of an iteration on the meta device (no compute, any
 machine): VAE encode + backward, UNet at batch 2 (CFG) + 1 (ε_φ) + forward and backward (training).
+Both modes report `vae_input_hw` and `latent_hw`: the image side the VAE encodes (512 for SD-2.1,
+whatever the render resolution) and the latent side the UNets see (64).
 """
 from __future__ import annotations
 
@@ -63,18 +65,22 @@ class StepSplitter:
         self.marks.clear()
 
 
-def instrument(stage: Any, split: StepSplitter) -> None:
-    """Wrap the stage's prior, ε_φ and optimisers on their instances (bench only)."""
+def instrument(stage: Any, split: StepSplitter, shapes: dict[str, Any]) -> None:
+    """Wrap the stage's prior, ε_φ and optimisers on their instances (bench only); `shapes` gets
+    the side of the image the VAE encodes and of the latents the UNet sees."""
     prior, phi = stage.prior, stage.phi
     encode = prior.encode
+    prior.vae.encoder.register_forward_pre_hook(
+        lambda module, args: shapes.__setitem__("vae_input_hw", list(args[0].shape[-2:])))
 
     def timed_encode(rgb: torch.Tensor) -> torch.Tensor:
         t0 = split.now()
         x0 = encode(rgb)
-        split.seconds["vae"] += split.now() - t0
+        split.seconds["vae_forward"] += split.now() - t0
+        shapes["latent_hw"] = list(x0.shape[-2:])
         if x0.requires_grad and rgb.requires_grad:  # backward: grad reaches x0 → VAE → grad reaches rgb
             x0.register_hook(lambda g: split.mark("vae_backward"))
-            rgb.register_hook(lambda g: split.since("vae_backward", "vae"))
+            rgb.register_hook(lambda g: split.since("vae_backward", "vae_backward"))
         return x0
 
     prior.encode = timed_encode
@@ -127,14 +133,16 @@ def peak_memory_gb(device: torch.device) -> float | None:
 def run_bench(model: str, resolution: int, device: torch.device, iters: int, warmup: int,
               phi_model: str | None = None) -> dict[str, Any]:
     split = StepSplitter(device)
+    shapes: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="vsdream-bench-") as tmp:
         stage = build_stage(model, resolution, device, phi_model, Path(tmp))
-        instrument(stage, split)
+        instrument(stage, split, shapes)
         step = 0
         for _ in range(warmup):
             stage.step(step)
             step += 1
         split.reset()
+        stage.timer.seconds.clear()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         t0 = split.now()
@@ -143,8 +151,9 @@ def run_bench(model: str, resolution: int, device: torch.device, iters: int, war
             step += 1
         total = (split.now() - t0) / iters
         peak = peak_memory_gb(device)
-        parts = {k: split.seconds[k] / iters for k in SPLITS if k != "render"}
-        parts["render"] = max(total - sum(parts.values()), 0.0)
+        parts = {k: split.seconds[k] / iters for k in SPLITS if k not in ("render", "vae")}
+        parts["vae"] = (split.seconds["vae_forward"] + split.seconds["vae_backward"]) / iters
+        parts["render"] = render_seconds(stage.timer.seconds, split.seconds) / iters
         with FlopCounterMode(display=False) as counter:
             stage.step(step)
         flops = counter.get_total_flops()
@@ -153,6 +162,9 @@ def run_bench(model: str, resolution: int, device: torch.device, iters: int, war
         "model": model, "prior": description, "resolution": resolution, "device": _device_name(device),
         "iters": iters, "ms_per_iter": 1000 * total,
         "split_ms": {k: 1000 * parts[k] for k in SPLITS},
+        # what no part claims: Python between the parts; large or negative means a broken hook
+        "unaccounted_ms": 1000 * (total - sum(parts.values())),
+        "vae_input_hw": shapes.get("vae_input_hw"), "latent_hw": shapes.get("latent_hw"),
         "peak_memory_gb": peak, "tflop_per_iter": flops / 1e12,
         "achieved_tflops": flops / 1e12 / total,
         "floor_tflop_512": FLOOR_TFLOP_512,
@@ -165,15 +177,25 @@ def run_bench(model: str, resolution: int, device: torch.device, iters: int, war
     return result
 
 
-def diffusion_flops(model: str, resolution: int) -> dict[str, float]:
+def render_seconds(phases: dict[str, float], hooks: dict[str, float]) -> float:
+    """The field's share, from the stage's own phase timer: occupancy update, the render phase
+    (which also runs the VAE encode) and the backward phase (which also runs the VAE's backward)."""
+    return (phases.get("occupancy", 0.0) + phases.get("render", 0.0) - hooks["vae_forward"]
+            + phases.get("backward", 0.0) - hooks["vae_backward"])
+
+
+def diffusion_flops(model: str, resolution: int) -> dict[str, Any]:
     """TFLOP of the diffusion part of one iteration, counted on the meta device (no compute)."""
+    from ..priors.base import resize_square
+    from ..priors.sd import encode_latents, native_image_size
     from ..priors.sd_builder import build_random
     meta = torch.device("meta")
     name = "tiny-sd" if model == "tiny" else "sd21-random"
     pre = build_random(name, meta, torch.float32, with_vae=True)
     phi = build_random(name + "-v", meta, torch.float32, with_vae=False)
-    lat, width = resolution // 8, pre.unet.config.cross_attention_dim
-    out: dict[str, float] = {}
+    native = native_image_size(pre.unet, pre.vae)  # what the prior resizes every render to
+    lat, width = native // 8, pre.unet.config.cross_attention_dim
+    out: dict[str, Any] = {}
 
     def count(key: str, fn: Callable[[], None]) -> None:
         with FlopCounterMode(display=False) as counter:
@@ -185,8 +207,16 @@ def diffusion_flops(model: str, resolution: int) -> dict[str, float]:
         t = torch.zeros(batch, dtype=torch.long, device=meta)
         return unet(x, t, encoder_hidden_states=torch.empty(batch, 77, width, device=meta)).sample
 
-    rgb = torch.empty(1, 3, resolution, resolution, device=meta, requires_grad=True)
-    count("vae_encode_backward", lambda: pre.vae.encode(rgb).latent_dist.mean.sum().backward())
+    render = torch.empty(1, resolution, resolution, 3, device=meta, requires_grad=True)
+    shapes: dict[str, list[int]] = {}
+    pre.vae.encoder.register_forward_pre_hook(lambda m, args: shapes.__setitem__("vae", list(args[0].shape[-2:])))
+
+    def vae_pass() -> None:  # the prior's own path: resize to the native size, encode, backward
+        latents = encode_latents(pre.vae, resize_square(render, native), torch.float32)
+        shapes["latent"] = list(latents.shape[-2:])
+        latents.sum().backward()
+
+    count("vae_encode_backward", vae_pass)
     with torch.no_grad():
         count("unet_pretrained_cfg", lambda: unet_call(pre.unet, 2))
         count("phi_estimate", lambda: unet_call(phi.unet, 1))
@@ -195,7 +225,7 @@ def diffusion_flops(model: str, resolution: int) -> dict[str, float]:
                                           encoder_hidden_states=torch.empty(1, 77, width, device=meta)
                                           ).sample.sum().backward())
     out["total"] = sum(out.values())
-    return out
+    return {"tflop": out, "vae_input_hw": shapes["vae"], "latent_hw": shapes["latent"]}
 
 
 def _device_name(device: torch.device) -> str:
@@ -205,8 +235,9 @@ def _device_name(device: torch.device) -> str:
 def _print_table(r: dict[str, Any]) -> None:
     print(f"{r['prior']}\n{r['resolution']}² on {r['device']}: {r['ms_per_iter']:.1f} ms per iteration "
           f"(mean of {r['iters']})")
-    for key, ms in r["split_ms"].items():
+    for key, ms in [*r["split_ms"].items(), ("unaccounted", r["unaccounted_ms"])]:
         print(f"  {key:<16} {ms:9.1f} ms  {100 * ms / r['ms_per_iter']:5.1f} %")
+    print(f"VAE encodes {r['vae_input_hw']} images into {r['latent_hw']} latents")
     if r["peak_memory_gb"] is not None:
         print(f"peak memory {r['peak_memory_gb']:.2f} GB")
     print(f"{r['tflop_per_iter']:.4g} TFLOP counted per iteration → {r['achieved_tflops']:.4g} TFLOP/s achieved")
@@ -218,7 +249,8 @@ def _print_table(r: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="vsdream bench step", description=__doc__.splitlines()[0])
-    ap.add_argument("--model", choices=["sd21-random", "tiny"], default="sd21-random")
+    ap.add_argument("--model", choices=["sd21-random", "tiny"],
+                    help="default: sd21-random on a GPU, tiny on the CPU")
     ap.add_argument("--resolution", type=int, choices=[64, 128, 256, 512], default=512)
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     ap.add_argument("--iters", type=int, help="timed iterations (default 10 on CUDA, 2 on CPU)")
@@ -228,16 +260,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
     if args.flops_only:
-        result: dict[str, Any] = {"model": args.model, "resolution": args.resolution,
-                                  "diffusion_tflop": diffusion_flops(args.model, args.resolution)}
+        flops = diffusion_flops(args.model or "sd21-random", args.resolution)
+        result: dict[str, Any] = {"model": args.model or "sd21-random", "resolution": args.resolution,
+                                  "diffusion_tflop": flops["tflop"], "vae_input_hw": flops["vae_input_hw"],
+                                  "latent_hw": flops["latent_hw"]}
         print(json.dumps(result, indent=None if args.json else 2))
         return 0
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     model = args.model
-    if device.type == "cpu" and model != "tiny":
-        print("no GPU: running the tiny random-weight model instead of sd21-random", file=sys.stderr)
-        model = "tiny"
+    if model is None:
+        model = "sd21-random" if device.type == "cuda" else "tiny"
+        if device.type == "cpu":
+            print("no GPU: running the tiny random-weight model (ask for --model sd21-random to run "
+                  "SD-2.1's architecture on the CPU: minutes per iteration)", file=sys.stderr)
+    elif device.type == "cpu" and model == "sd21-random":
+        print("sd21-random on the CPU: expect minutes per iteration", file=sys.stderr)
     iters = args.iters or (10 if device.type == "cuda" else 2)
     result = run_bench(model, args.resolution, device, iters, args.warmup, args.phi_model)
     if args.json:

@@ -16,7 +16,7 @@ import torch
 
 from ..cameras import Cameras
 from ..diffusion import NoiseSchedule
-from ..spec import FieldProblem, SpecError, StageSpec
+from ..spec import FieldProblem, JobSpec, SpecError, StageSpec
 from .base import Conditioning, Prior, VariationalScore
 from .mixture import mixture_eps
 from .scene_render import ReferenceScene, SceneRender
@@ -61,6 +61,11 @@ class AnalyticPrior(Prior):
         self._memo: tuple[tuple, dict[str, SceneRender]] | None = None
 
     # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_spec(cls, spec: "JobSpec", device: torch.device | str = "cpu") -> "AnalyticPrior":
+        """The prior table's factory (registry.py): the scenes after 'analytic:'."""
+        return cls.from_name(spec.prior.split(":", 1)[1], device=device)
+
     @classmethod
     def from_name(cls, name: str, device: torch.device | str = "cpu", **kwargs) -> "AnalyticPrior":
         """'marker' | 'marker-red,marker-green,marker-blue' | 'mesh=<path>' (whole rest is the path);

@@ -12,6 +12,7 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..cameras import Cameras
 from ..diffusion import NoiseSchedule
@@ -50,16 +51,35 @@ class VariationalScore(nn.Module, abc.ABC):
         return [p for p in self.parameters() if p.requires_grad]
 
 
+def resize_square(rgb: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, H, W, C) → (B, size, size, C), bilinear and differentiable; antialiased when shrinking
+    (a 1024² render squeezed into 512² without it aliases thin features into the prior's view)."""
+    b, h, w, c = rgb.shape
+    if (h, w) == (size, size):
+        return rgb
+    x = rgb.permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=h > size or w > size)
+    return x.permute(0, 2, 3, 1).to(rgb.dtype)
+
+
 class Prior(abc.ABC):
     """A frozen diffusion model giving ε(x_t, t, y, c)."""
 
     space: Literal["pixel", "latent"] = "pixel"
     schedule: NoiseSchedule
     device: torch.device = torch.device("cpu")
+    # side of the square image the model judges (SD-2.1-base: 512); None = the render's own size
+    native_size: int | None = None
+
+    def to_native(self, rgb: torch.Tensor) -> torch.Tensor:
+        """A render (B, H, W, 3) at the size this prior judges: the schedule's render resolution
+        (64² early in `paper`) never reaches the model as 8×8 latents it cannot judge."""
+        return rgb if self.native_size is None else resize_square(rgb, self.native_size)
 
     @abc.abstractmethod
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:
-        """Render (B, H, W, 3) in [0, 1] → x₀ (B, C, h, w) for the diffusion model, keeping gradient."""
+        """Render (B, H, W, 3) in [0, 1] → x₀ (B, C, h, w) for the diffusion model, keeping gradient;
+        latent priors resize to `native_size` first (`to_native`)."""
 
     @abc.abstractmethod
     def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning,

@@ -1,18 +1,92 @@
-"""Build a prior from the spec's `prior` string: 'analytic:<scene>[,<scene>…]', 'sd', 'tiny-sd', 'sd21-random'."""
+"""The one prior table: every prior the engine knows, how it is written, what it needs.
+
+Spec validation, the CLI's help, `vsdream engine check` (and through its report the add-on's
+prior list) and `load_prior` all read `PRIORS`. A new prior is one file (a `Prior` subclass with
+a `from_spec(spec, device)` classmethod) plus one row here. Importing this module loads no
+torch model code: factories are named as "module:Class" and imported when a job builds one.
+"""
 from __future__ import annotations
 
-import torch
+import importlib
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
-from ..spec import JobSpec
-from .base import Prior
+if TYPE_CHECKING:  # torch stays out of spec validation and the CLI's help
+    import torch
+
+    from ..spec import JobSpec
+    from .base import Prior
 
 
-def load_prior(spec: JobSpec, device: torch.device) -> Prior:
-    name = spec.prior
-    if name.startswith("analytic:"):
-        from .analytic import AnalyticPrior
-        return AnalyticPrior.from_name(name.split(":", 1)[1], device=device)
-    if name in ("sd", "tiny-sd", "sd21-random") or name.startswith("sd:"):
-        from .sd import StableDiffusionPrior
-        return StableDiffusionPrior.from_spec(spec, device=device)
-    raise ValueError(f"unknown prior {name!r}")
+@dataclass(frozen=True)
+class PriorEntry:
+    """One row of the table.
+
+    `native_size` is the side of the square image the prior's model judges (SD-2.1-base: 512, i.e.
+    8 × its UNet's 64-latent sample size); every render is resized to it before encoding. None means
+    the prior judges images at whatever size the render has (the analytic prior renders its
+    reference at the camera's own resolution).
+    """
+
+    name: str  # the exact spec value, or the prefix before ':' for parametrised priors
+    syntax: str  # how to write it in a spec
+    summary: str
+    needs_prompt: bool
+    native_size: int | None
+    weights: str  # what has to be on disk before it runs
+    factory: str  # "module:Class" with a from_spec(spec, device) classmethod
+    parametrised: bool = False  # 'name:<argument>' forms are accepted
+    bare: bool = True  # the bare name alone is a valid value
+
+    def matches(self, value: str) -> bool:
+        if value == self.name:
+            return self.bare
+        return self.parametrised and value.startswith(self.name + ":") and bool(value[len(self.name) + 1:].strip())
+
+
+PRIORS: tuple[PriorEntry, ...] = (
+    PriorEntry("sd", "sd | sd:<hub id or diffusers folder>",
+               "Stable Diffusion 2.1-base as the pretrained score, 2.1 as the LoRA ε_φ base",
+               needs_prompt=True, native_size=512,
+               weights="Stable Diffusion 2.1-base and 2.1 in the Hugging Face cache (vsdream models fetch) "
+                       "or a local diffusers folder (--model PATH)",
+               factory="engine.priors.sd:StableDiffusionPrior", parametrised=True),
+    PriorEntry("analytic", "analytic:<scene>[,<scene>…][,s=<noise>] | analytic:mesh=<path>",
+               "exact diffusion model of a known 3D world (built-in scenes or a mesh): tests, benchmarks, demo",
+               needs_prompt=False, native_size=None, weights="none",
+               factory="engine.priors.analytic:AnalyticPrior", parametrised=True, bare=False),
+    PriorEntry("tiny-sd", "tiny-sd", "tiny random-weight Stable Diffusion: exercises the SD code path in seconds",
+               needs_prompt=False, native_size=64, weights="none (random weights)",
+               factory="engine.priors.sd:StableDiffusionPrior"),
+    PriorEntry("sd21-random", "sd21-random",
+               "SD-2.1's real architecture with random weights: true per-step cost on a GPU",
+               needs_prompt=False, native_size=512, weights="none (random weights)",
+               factory="engine.priors.sd:StableDiffusionPrior"),
+)
+
+
+def find_prior(value: Any) -> PriorEntry | None:
+    """The table row a spec's `prior` value selects, or None."""
+    if not isinstance(value, str):
+        return None
+    return next((e for e in PRIORS if e.matches(value.strip())), None)
+
+
+def prior_syntax() -> str:
+    """What the `prior` field accepts, for error messages and CLI help."""
+    return " | ".join(e.syntax for e in PRIORS)
+
+
+def describe_priors() -> list[dict[str, Any]]:
+    """The table as plain data (engine check's report, the add-on's prior list)."""
+    return [{k: v for k, v in asdict(e).items() if k != "factory"} for e in PRIORS]
+
+
+def load_prior(spec: "JobSpec", device: "torch.device") -> "Prior":
+    """Build the prior the spec names (weights are loaded here, so call it once per job)."""
+    entry = find_prior(spec.prior)
+    if entry is None:
+        raise ValueError(f"unknown prior {spec.prior!r}; use {prior_syntax()}")
+    module_name, class_name = entry.factory.split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls.from_spec(spec, device)

@@ -8,7 +8,9 @@
   first VSD stage asks for it; 'shared' puts the LoRA on the pretrained UNet (one UNet in memory).
   When both models ship the same text encoder (SD 2.1 and 2.1-base do), ε_φ reuses the pretrained
   model's embeddings: one encoder load, and the ε_φ base needs no text encoder on disk.
-- precision: UNets and VAE in bf16 (fp16 without bf16 support) on CUDA, fp32 on CPU; φ's own
+- resolution: every render is resized to the model's native size (512² for SD-2.1-base) before
+  the VAE, so 64² early renders still give the UNet the 64×64 latents it was trained on.
+- precision: UNets and VAE in fp16 on CUDA (bf16 on request: `precision`), fp32 on CPU; φ's own
   weights and every loss stay fp32. Attention is diffusers' default SDPA processor.
 - prompts: the pretrained branch sees the view-dependent prompts with the negative prompt as
   its unconditional half; ε_φ sees the plain prompt. Embeddings are cached (text_embeddings.py).
@@ -29,10 +31,38 @@ SHARED = "shared"
 VIEW_SUFFIXES = ("front", "side", "back", "overhead")
 
 
-def default_dtype(device: torch.device) -> torch.dtype:
+PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def default_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """The frozen UNets' and VAE's dtype: fp16 on CUDA unless asked otherwise, fp32 elsewhere.
+
+    fp16 rather than bf16 by default: bf16 keeps 8 mantissa bits to fp16's 11, and classifier-free
+    guidance multiplies the rounding of ε_c − ε_u by 7.5 (100 in the geometry stage); both
+    reference implementations run these models in fp16. bf16 stays an option (`precision`).
+    CPUs compute in fp32 whatever is asked: half-precision convolutions there are slow or missing.
+    """
     if device.type != "cuda":
         return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "auto":
+        return torch.float16
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: use one of auto, {', '.join(PRECISIONS)}")
+    if PRECISIONS[precision] is torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise ValueError("precision 'bf16' is not supported by this GPU: use 'fp16' (the default)")
+    return PRECISIONS[precision]
+
+
+def native_image_size(unet: torch.nn.Module, vae: torch.nn.Module) -> int:
+    """Side of the images the UNet was trained on: its latent sample size × the VAE's downsampling
+    (64 × 8 = 512 for SD-2.1-base, 96 × 8 = 768 for SD-2.1, 8 × 8 = 64 for tiny-sd)."""
+    return 2 ** (len(vae.config.block_out_channels) - 1) * int(unet.config.sample_size)
+
+
+def encode_latents(vae: torch.nn.Module, rgb: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, H, W, 3) in [0, 1] → scaled VAE posterior mean (B, 4, H/8, W/8) in fp32, with gradient."""
+    x = rgb.permute(0, 3, 1, 2).to(dtype) * 2.0 - 1.0
+    return vae.encode(x).latent_dist.mean.float() * vae.config.scaling_factor
 
 
 def load_components(name: str | ResolvedModel, device: torch.device, dtype: torch.dtype,
@@ -61,6 +91,7 @@ class StableDiffusionPrior(Prior):
         self.unet, self.vae = pretrained.unet, pretrained.vae
         self.schedule = pretrained.schedule
         self.prediction_type = pretrained.prediction_type
+        self.native_size = native_image_size(self.unet, self.vae)
         self.text = TextEmbeddings(pretrained.text_key, pretrained.load_text_encoder, device, dtype, cache_dir)
         self._cache_dir = cache_dir
         self._phi_source = phi_source
@@ -72,7 +103,7 @@ class StableDiffusionPrior(Prior):
     @classmethod
     def from_spec(cls, spec: JobSpec, device: torch.device, cache_dir=None) -> "StableDiffusionPrior":
         name = spec.prior
-        dtype = default_dtype(torch.device(device))
+        dtype = default_dtype(torch.device(device), getattr(spec, "precision", "auto"))
         if name in RANDOM_MODELS:
             if spec.model is not None:
                 raise SpecError([FieldProblem("model", spec.model,
@@ -102,17 +133,15 @@ class StableDiffusionPrior(Prior):
 
     # ---------------------------------------------------------- the prior
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:
-        """(B, H, W, 3) in [0, 1] → VAE posterior mean × scaling factor, with gradient, at H×W / 8.
+        """(B, H, W, 3) in [0, 1] at any size → VAE posterior mean × scaling factor, with gradient,
+        at the model's native latent size (64×64 for SD-2.1-base, whatever the render resolution).
 
+        The render is resized to `native_size` first (bilinear, differentiable), as both reference
+        implementations do: the UNet judges 64×64 latents, not the 8×8 a 64² render would give.
         The mean rather than a posterior sample: SD's VAE posterior is nearly deterministic, and the
         mean keeps runs reproducible and resumable without a hidden RNG.
         """
-        b, h, w, _ = rgb.shape
-        if h % 8 or w % 8:
-            raise ValueError(f"render resolution {w}×{h} must be a multiple of 8 for the SD VAE")
-        x = rgb.permute(0, 3, 1, 2).to(self.dtype) * 2.0 - 1.0
-        latents = self.vae.encode(x).latent_dist.mean
-        return latents.float() * self.vae.config.scaling_factor
+        return encode_latents(self.vae, self.to_native(rgb), self.dtype)
 
     def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning,
                       guidance_scale: float) -> torch.Tensor:

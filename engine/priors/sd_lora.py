@@ -61,7 +61,6 @@ class LoraEpsPhi(VariationalScore):
         self.prediction_type = prediction_type
         self.schedule = schedule
         self.camera_dropout = stage.phi_camera_dropout
-        self.lr = stage.lr_phi
         self._unet = (unet,)  # a tuple keeps it out of this module's parameters and state_dict
         self._embed = embed
         self.adapter_name = f"vsd_phi_{next(self._names)}"
@@ -121,10 +120,6 @@ class LoraEpsPhi(VariationalScore):
         t = t.to(dev)
         pred = self._forward(self.schedule.add_noise(x0, eps, t), t, cond, cam)
         return F.mse_loss(pred, self.schedule.target(x0, eps, t, self.prediction_type))
-
-    def make_optimizer(self) -> torch.optim.Optimizer:
-        """AdamW at stage.lr_phi over the fp32 LoRA and camera weights (no weight decay toward 0)."""
-        return torch.optim.AdamW(self.trainable_parameters(), lr=self.lr, weight_decay=0.0)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return list(self.parameters())  # adapter switching toggles requires_grad; these are always φ's

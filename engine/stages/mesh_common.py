@@ -12,6 +12,7 @@ import torch
 from ..cameras import CameraSampler, Cameras
 from ..context import JobContext
 from ..distill import DistillResult, distillation_loss
+from ..distill.phi_training import PhiTrainer, build_phi
 from ..field import Background, choose_background
 from ..mesh.raster import make_rasterizer
 from ..priors.base import Conditioning, Prior
@@ -36,13 +37,15 @@ class MeshStage(Stage):
         self.sampler = CameraSampler(ctx.spec.camera)
         self.raster = make_rasterizer(self.device)
         self.prior = prior if prior is not None else ctx.prior()
+        self.phi_trainer: PhiTrainer | None = None
         self.phi = None
         self.opt_phi = None
 
     def _setup_phi(self) -> None:
-        if self.cfg.method == "vsd":  # a fresh ε_φ per stage (DESIGN.md §3 stage 3)
-            self.phi = self.prior.make_variational_score(self.cfg, self.gen).to(self.device)
-            self.opt_phi = torch.optim.AdamW(self.phi.trainable_parameters(), lr=self.cfg.lr_phi)
+        """A fresh ε_φ per stage (DESIGN.md §3 stage 3); nothing for SDS."""
+        self.phi_trainer = build_phi(self.prior, self.cfg, self.gen, self.device)
+        self.phi = self.phi_trainer.phi if self.phi_trainer else None
+        self.opt_phi = self.phi_trainer.opt if self.phi_trainer else None
 
     def resolution(self, step: int) -> int:
         return resolution_at(self.cfg, step)
@@ -68,21 +71,15 @@ class MeshStage(Stage):
         return distillation_loss(prior or self.prior, self.phi, x0, cond, self.cfg, step, self.gen), x0
 
     def train_phi(self, renders: list[tuple[torch.Tensor, Conditioning]]) -> dict[str, float]:
-        if self.phi is None or self.opt_phi is None or not renders:
+        if self.phi_trainer is None or not renders:
             return {}
-        self.opt_phi.zero_grad(set_to_none=True)
-        loss = sum(self.phi.training_loss(x0, cond, self.gen) for x0, cond in renders) / len(renders)
-        loss.backward()
-        self.opt_phi.step()
-        return {"phi": float(loss.detach())}
+        return {"phi": self.phi_trainer.train(renders, self.gen)}
 
     def phi_state(self) -> dict[str, Any]:
-        return {"phi": self.phi.state_dict() if self.phi is not None else None,
-                "opt_phi": self.opt_phi.state_dict() if self.opt_phi is not None else None,
+        return {**(self.phi_trainer.state_dict() if self.phi_trainer else {"phi": None, "opt_phi": None}),
                 "gen": self.gen.get_state()}
 
     def load_phi_state(self, state: dict[str, Any]) -> None:
-        if self.phi is not None and state.get("phi") is not None:
-            self.phi.load_state_dict(state["phi"])
-            self.opt_phi.load_state_dict(state["opt_phi"])
+        if self.phi_trainer is not None and state.get("phi") is not None:
+            self.phi_trainer.load_state_dict(state)
         self.gen.set_state(state["gen"])

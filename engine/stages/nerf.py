@@ -15,6 +15,7 @@ import torch
 from ..cameras import CameraSampler, Cameras
 from ..context import JobContext
 from ..distill import distillation_loss
+from ..distill.phi_training import build_phi
 from ..field import Background, OccupancyGrid, RadianceField, choose_background
 from ..preview import normal_to_uint8, psnr, to_uint8
 from ..priors.base import Conditioning
@@ -67,11 +68,9 @@ class NerfStage(Stage):
             groups += p.field.param_groups(self.cfg)
             groups.append({"params": list(p.background.parameters()), "lr": self.cfg.lr_background})
         self.opt = _optimizer(groups)
-        self.phi = None
-        self.opt_phi = None
-        if self.cfg.method == "vsd":
-            self.phi = self.prior.make_variational_score(self.cfg, self.gen).to(self.device)
-            self.opt_phi = torch.optim.AdamW(self.phi.trainable_parameters(), lr=self.cfg.lr_phi)
+        self.phi_trainer = build_phi(self.prior, self.cfg, self.gen, self.device)
+        self.phi = self.phi_trainer.phi if self.phi_trainer else None
+        self.opt_phi = self.phi_trainer.opt if self.phi_trainer else None
 
     # ----------------------------------------------------------------- step
     def step(self, step: int) -> dict[str, float]:
@@ -104,13 +103,9 @@ class NerfStage(Stage):
         with tm.phase("optimiser"):
             self.opt.step()
         losses = {"distill": total_distill / len(self.particles), "grad_norm": grad_norm / len(self.particles)}
-        if self.phi is not None and self.opt_phi is not None:
+        if self.phi_trainer is not None:
             with tm.phase("phi_train"):
-                self.opt_phi.zero_grad(set_to_none=True)
-                phi_loss = sum(self.phi.training_loss(x0, cond, self.gen) for x0, cond in renders) / len(renders)
-                phi_loss.backward()
-                self.opt_phi.step()
-            losses["phi"] = phi_loss.item()
+                losses["phi"] = self.phi_trainer.train(renders, self.gen)
         return losses
 
     def _regularisers(self, out: RenderOutput, step: int) -> torch.Tensor:
@@ -176,15 +171,13 @@ class NerfStage(Stage):
         return {
             "particles": self.particles.state_dict(),
             "opt": self.opt.state_dict(),
-            "phi": self.phi.state_dict() if self.phi is not None else None,
-            "opt_phi": self.opt_phi.state_dict() if self.opt_phi is not None else None,
+            **(self.phi_trainer.state_dict() if self.phi_trainer else {"phi": None, "opt_phi": None}),
             "gen": self.gen.get_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.particles.load_state_dict(state["particles"])
         self.opt.load_state_dict(state["opt"])
-        if self.phi is not None and state.get("phi") is not None:
-            self.phi.load_state_dict(state["phi"])
-            self.opt_phi.load_state_dict(state["opt_phi"])
+        if self.phi_trainer is not None and state.get("phi") is not None:
+            self.phi_trainer.load_state_dict(state)
         self.gen.set_state(state["gen"])
