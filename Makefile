@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo bench clean addon screenshot
+.PHONY: setup test demo bench clean addon screenshot gpu-check gpu-wheels
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,18 @@ addon: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/vsdream bench quality --json
+
+# first look at a CUDA machine, offline, < 10 min (tools/gpu_check.py): that machine's own Python
+# with torch (GPU_PYTHON, never .venv); packages it lacks come from wheels/. Not part of `make test`.
+GPU_PYTHON ?= python3
+GPU_PYTHON_VERSION ?= 3.12
+
+gpu-check:
+	$(GPU_PYTHON) tools/gpu_check.py
+
+# on a networked machine: the wheels gpu-check installs offline, for the GPU machine's Python
+gpu-wheels: $(STAMP)
+	$(PY) tools/gpu_check.py --download-wheels wheels --python-version $(GPU_PYTHON_VERSION)
 
 clean:
 	rm -rf $(VENV) dist out build *.egg-info
