@@ -27,6 +27,11 @@ try:
     out["vsdream_path"] = engine.__path__[0]
 except Exception as exc:
     out["vsdream_error"] = f"{type(exc).__name__}: {exc}"
+try:  # the engine's prior table: what each prior needs (the add-on's list is checked against it)
+    from engine.priors.registry import describe_priors
+    out["priors"] = describe_priors()
+except Exception as exc:
+    out["priors_error"] = f"{type(exc).__name__}: {exc}"[:300]
 try:  # cached weights only: the probe never downloads
     from engine.priors.weights import DEFAULT_MODEL, cached_path
     out["sd_weights"] = cached_path(DEFAULT_MODEL) is not None
@@ -71,7 +76,26 @@ def format_report(info: dict) -> str:
                  else "VSDream engine missing: " + info.get("vsdream_error", "?"))
     lines.append("Stable Diffusion weights: " + ("found" if info.get("sd_weights") else
                                                   "not found (fetch with: vsdream models fetch)"))
+    for entry in info.get("priors", []):
+        needs = [] if entry.get("weights", "none").startswith("none") else ["weights"]
+        needs += ["a prompt"] if entry.get("needs_prompt") else []
+        lines.append(f"Prior {entry.get('name')}: {entry.get('summary')}" + (f" (needs {', '.join(needs)})" if needs else ""))
     return "\n".join(lines)
+
+
+def engine_knows_prior(info: dict, value: str) -> bool | None:
+    """Whether the checked engine's prior table accepts `value` (None: no table in the report).
+    Mirrors registry.PriorEntry.matches on plain data, so Blender never imports the engine."""
+    table = info.get("priors")
+    if not isinstance(table, list):
+        return None
+    for e in table:
+        name = e.get("name")
+        if value == name and e.get("bare", True):
+            return True
+        if e.get("parametrised") and value.startswith(f"{name}:") and value[len(name) + 1:].strip():
+            return True
+    return False
 
 
 def choose_prior(info: dict) -> str:

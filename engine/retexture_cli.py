@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .cli_spec import SET_HELP, parse_set, report
+from .priors.registry import prior_syntax
 from .errors import MeshInputError
 from .mesh.mesh_io import DEFAULT_FACE_LIMIT, load_mesh
 from .presets import PRESETS, make_spec
@@ -25,7 +26,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--prompt", required=True)
     ap.add_argument("--negative-prompt")
     ap.add_argument("--preset", default="cpu-smoke", choices=list(PRESETS))
-    ap.add_argument("--prior", help="analytic:<scene> | analytic:mesh=<path> | sd | tiny-sd | sd21-random")
+    ap.add_argument("--prior", help=prior_syntax())
     ap.add_argument("--seed", type=int)
     ap.add_argument("--device", help="auto | cpu | cuda[:N]")
     ap.add_argument("--decimate", action="store_true",

@@ -11,6 +11,7 @@ from .cli_spec import SET_HELP, parse_set, read_run_spec, report
 from .errors import JobCancelled, error_code
 from .events import Event, Log, Preview, Progress, StageStarted
 from .presets import PRESETS, make_spec
+from .priors.registry import prior_syntax
 from .spec import SpecError
 
 __all__ = ["main", "parse_set"]
@@ -46,7 +47,7 @@ class ProgressPrinter:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="vsdream run", description="Run a VSDream job into a folder.")
     ap.add_argument("--preset", default="cpu-smoke", choices=list(PRESETS))
-    ap.add_argument("--prior", help="analytic:<scene> | sd | tiny-sd | sd21-random")
+    ap.add_argument("--prior", help=prior_syntax())
     ap.add_argument("--prompt")
     ap.add_argument("--negative-prompt")
     ap.add_argument("--seed", type=int)

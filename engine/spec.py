@@ -131,6 +131,9 @@ class JobSpec:
     input_mesh: str | None = spec_field(None, nonblank())
     input_mesh_decimate: bool = False  # re-texture: decimate a mesh over the face limit instead of refusing it
     output_dir: str | None = None
+    # frozen Stable Diffusion UNets/VAE on CUDA: auto = fp16 (what the references run; bf16's
+    # shorter mantissa is amplified by CFG); LoRA and camera-MLP masters stay fp32 whatever this says
+    precision: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
     camera: CameraSpec = dc_field(default_factory=CameraSpec)
     field: FieldSpec = dc_field(default_factory=FieldSpec)
     nerf: StageSpec = dc_field(default_factory=StageSpec)
@@ -192,8 +195,10 @@ class JobSpec:
         if fine("mode", "input_mesh") and self.mode == "retexture" and not self.input_mesh:
             problems.append(FieldProblem("input_mesh", self.input_mesh,
                                          "a mesh path (GLB/OBJ/PLY) when mode is 'retexture'"))
-        if fine("prior", "prompt") and self.prior == "sd" and not self.prompt.strip():
-            problems.append(FieldProblem("prompt", self.prompt, "a non-empty text prompt for the sd prior"))
+        from .priors.registry import find_prior  # here: engine.priors imports this module
+        entry = find_prior(self.prior) if fine("prior") else None
+        if entry is not None and entry.needs_prompt and fine("prompt") and not self.prompt.strip():
+            problems.append(FieldProblem("prompt", self.prompt, f"a non-empty text prompt for the {entry.name} prior"))
         for name, tp in field_types(type(self)).items():
             s = getattr(self, name)
             if tp is StageSpec and fine(f"{name}.t_min", f"{name}.t_max") and s.t_min >= s.t_max:
@@ -208,11 +213,9 @@ class _Checker:
     problems: list[FieldProblem]
 
     def prior(self, name: str, value: Any) -> None:
-        ok = isinstance(value, str) and (value == "sd" or value.startswith("sd:") or value.startswith("analytic:")
-                                         or value == "tiny-sd" or value == "sd21-random")
-        if not ok:
-            self.problems.append(FieldProblem(
-                name, value, "'sd', 'tiny-sd', 'sd21-random' or 'analytic:<scene>[,<scene>...]' (e.g. analytic:marker)"))
+        from .priors.registry import find_prior, prior_syntax
+        if find_prior(value) is None:
+            self.problems.append(FieldProblem(name, value, f"{prior_syntax()} (e.g. analytic:marker)"))
 
 
 # ----------------------------------------------------------------- helpers

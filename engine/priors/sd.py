@@ -103,7 +103,7 @@ class StableDiffusionPrior(Prior):
     @classmethod
     def from_spec(cls, spec: JobSpec, device: torch.device, cache_dir=None) -> "StableDiffusionPrior":
         name = spec.prior
-        dtype = default_dtype(torch.device(device), getattr(spec, "precision", "auto"))
+        dtype = default_dtype(torch.device(device), spec.precision)
         if name in RANDOM_MODELS:
             if spec.model is not None:
                 raise SpecError([FieldProblem("model", spec.model,
