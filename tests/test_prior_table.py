@@ -81,3 +81,16 @@ def test_load_prior_builds_from_the_row_and_native_size_matches():
     assert find_prior("analytic:marker").native_size is None
     rendered = torch.rand(1, 24, 24, 3)
     assert analytic.encode(rendered).shape == (1, 3, 24, 24)  # pixel prior: judged at the render's size
+
+
+def test_frozen_sd_precision_is_fp16_on_cuda_unless_asked():
+    """fp16, not bf16, for the frozen UNets/VAE on CUDA (CFG amplifies bf16's rounding); the CPU
+    always computes in fp32. Decided without touching a GPU, so it runs here."""
+    from engine.priors.sd import default_dtype
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert default_dtype(cuda) == default_dtype(cuda, "auto") == default_dtype(cuda, "fp16") == torch.float16
+    assert default_dtype(cuda, "fp32") == torch.float32
+    assert all(default_dtype(cpu, p) == torch.float32 for p in ("auto", "fp16", "bf16", "fp32"))
+    assert JobSpec().precision == "auto"
+    with pytest.raises(SpecError, match="precision"):
+        JobSpec(precision="fp8").validate()
