@@ -42,8 +42,9 @@ def authed_socket(srv) -> tuple[socket.socket, P.FrameReader]:
 
 
 def next_frame(sock: socket.socket, reader: P.FrameReader, timeout: float = 10.0) -> P.Frame | None:
-    """The next non-heartbeat frame; None when the server closed the connection."""
-    sock.settimeout(timeout)
+    """The next non-heartbeat frame; None when the server closed the connection; TimeoutError after
+    `timeout` seconds in all (heartbeats keep arriving, so a per-recv timeout would never fire)."""
+    deadline = time.monotonic() + timeout
     pending: list[P.Frame] = getattr(reader, "_pending", [])
     reader._pending = pending  # type: ignore[attr-defined]
     while True:
@@ -51,6 +52,10 @@ def next_frame(sock: socket.socket, reader: P.FrameReader, timeout: float = 10.0
             f = pending.pop(0)
             if f.type != "heartbeat":
                 return f
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no reply within {timeout} s")
+        sock.settimeout(left)
         try:
             data = sock.recv(1 << 16)
         except ConnectionResetError:
@@ -222,3 +227,26 @@ def test_an_upload_cut_off_midway_leaves_no_spool_file(srv):
     sock.close()
     time.sleep(0.2)
     assert not any((srv.runs_dir / ".uploads").glob("*"))
+
+
+def test_replies_with_unencodable_text_are_repaired_or_replaced_never_lost(caplog):
+    from server.reply_encode import encode_reply
+    head, _ = encode_reply(P.reply("pong", None, nonce={"k\ud800": "owl \ud83d"}, time=1.0))
+    (frame,) = P.decode_frames(head)
+    assert frame.type == "pong" and frame["nonce"] == {"k\ufffd": "owl \ufffd"}
+    assert "nonce" in caplog.text and "not valid Unicode" in caplog.text
+    bad = P.Frame({"type": "jobs", "re": 3, "jobs": [float("nan")], "workers": []})
+    (frame,) = P.decode_frames(encode_reply(bad)[0])
+    assert frame.type == "error" and frame["re"] == 3 and "jobs" in frame["message"], frame.header
+
+
+@pytest.mark.parametrize("depth", [65, 900])
+def test_values_nested_too_deep_are_refused_naming_the_field(srv, depth):
+    sock, reader = authed_socket(srv)
+    raw = f'{{"type":"ping","id":5,"nonce":{"[" * depth}{"]" * depth}}}'.encode()
+    sock.sendall(struct.pack(">I", len(raw)) + raw)
+    got = next_frame(sock, reader)
+    assert got is not None and got["code"] == "invalid_message" and got.get("re") == 5, got and got.header
+    assert got["problems"][0]["field"] == "nonce" and "64 levels" in got["problems"][0]["allowed"]
+    sock.close()
+
