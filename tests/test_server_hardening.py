@@ -249,4 +249,3 @@ def test_values_nested_too_deep_are_refused_naming_the_field(srv, depth):
     assert got is not None and got["code"] == "invalid_message" and got.get("re") == 5, got and got.header
     assert got["problems"][0]["field"] == "nonce" and "64 levels" in got["problems"][0]["allowed"]
     sock.close()
-

@@ -60,7 +60,7 @@ def submit(srv, overrides: dict, **kw) -> P.Frame:
     ({"mode": "retexture", "input_mesh": "~/.ssh/id_rsa"}, "input_mesh"),
     ({"prior": "analytic:mesh=/etc/passwd"}, "prior"),
     ({"prior": "analytic:marker,mesh=/etc/passwd"}, "prior"),
-    ({"prior": "sd:/etc"}, "prior"),
+    ({"prior": "sd:/etc", "prompt": "a chair"}, "prior"),
     ({"model": "/etc"}, "model"),
     ({"model": "../.."}, "model"),
     ({"phi_model": "/usr/lib"}, "phi_model"),
@@ -94,7 +94,7 @@ def test_confined_server_accepts_trusted_folders_hub_ids_and_uploads(confined, t
     assert spec["model"] == str((trusted / "my-sd").resolve()) and spec["phi_model"] == "shared"
     assert spec["prior"] == f"analytic:mesh={(trusted / 'ref.glb').resolve()}"
     hub = P.raise_for_error(submit(confined, {"model": "stabilityai/stable-diffusion-2-1-base",
-                                              "prior": f"sd:{confined.hf_cache / 'snap'}"}))
+                                              "prior": f"sd:{confined.hf_cache / 'snap'}", "prompt": "a chair"}))
     assert _spec_of(confined, hub)["model"] == "stabilityai/stable-diffusion-2-1-base"
     mesh = b"glTF" + bytes(300)
     up = P.raise_for_error(submit(confined, {"prior": "analytic:mesh=input/ref.glb"}, mesh=mesh,
