@@ -12,30 +12,22 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import stat
 from pathlib import Path
+
+from engine.run_dir import atomic_write_bytes
 
 log = logging.getLogger("vsdream.server")
 POSIX = os.name == "posix"
 
 
 def write_private(path: Path, data: bytes) -> Path:
-    """Write `data` to `path` as a new owner-only file (atomic replace); returns the path."""
+    """Write `data` to `path` as a new owner-only file (atomic replace); returns the path.
+
+    The engine's atomic writer creates its temporary file with mkstemp, which opens it
+    O_CREAT|O_EXCL with mode 0600: the secret never exists with wider permissions."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    fd = os.open(tmp, flags, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data)
     warn_if_unprotected(path)
     return path
 
