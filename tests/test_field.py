@@ -228,3 +228,14 @@ def test_tcnn_particles_start_from_different_seeded_tables():
     assert not torch.equal(pa, pb), "tcnn particles start identical"
     assert torch.equal(pa, pc)
     assert float(pa.abs().max()) <= 1e-4 + 1e-7
+
+
+def test_a_field_for_the_cpu_always_builds_the_torch_grid():
+    """A CPU job on a machine with tiny-cuda-nn must not get a grid that only runs on CUDA."""
+    from engine.field.radiance import backend_for
+    assert backend_for("cpu") == backend_for(torch.device("cpu")) == "torch"
+    assert backend_for("cuda:0") == "auto"
+    from engine.presets import make_spec
+    from engine.stages.nerf import Particle
+    particle = Particle(make_spec("cpu-smoke"), torch.Generator().manual_seed(0), "cpu")
+    assert particle.field.encoding.backend == "torch"

@@ -36,6 +36,12 @@ def mlp(sizes: list[int], gen: torch.Generator | None) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def backend_for(device: torch.device | str) -> str:
+    """The hash-grid backend for a field that will live on `device`: tiny-cuda-nn only where it can
+    run (a CPU job on a machine that has tiny-cuda-nn must still build the torch grid)."""
+    return "auto" if torch.device(device).type == "cuda" else "torch"
+
+
 class RadianceField(nn.Module):
     """Density σ(x) ≥ 0 and albedo a(x) ∈ [0, 1]^3 inside the sphere |x| ≤ spec.radius."""
 

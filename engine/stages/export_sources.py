@@ -16,6 +16,7 @@ from ..checkpoint import CheckpointStore
 from ..context import JobContext
 from ..errors import EngineError
 from ..field import RadianceField
+from ..field.radiance import backend_for
 from ..mesh.mesh_io import LoadedMesh, load_mesh
 from .geometry import extract_dmtet, meshes_from_checkpoint
 from .texture import prepare_mesh
@@ -38,7 +39,7 @@ class ExportSources:
 def _fields(ctx: JobContext, states: list[dict[str, torch.Tensor]]) -> list[RadianceField]:
     out = []
     for s in states:
-        field = RadianceField(ctx.spec.field).to(ctx.device)
+        field = RadianceField(ctx.spec.field, backend=backend_for(ctx.device)).to(ctx.device)
         field.load_state_dict(s)
         out.append(field.eval())
     return out

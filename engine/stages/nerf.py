@@ -17,6 +17,7 @@ from ..context import JobContext
 from ..distill import distillation_loss
 from ..distill.phi_training import build_phi
 from ..field import Background, OccupancyGrid, RadianceField, choose_background
+from ..field.radiance import backend_for
 from ..preview import normal_to_uint8, psnr, to_uint8
 from ..priors.base import Conditioning
 from ..render import RenderOutput, render_volume
@@ -33,9 +34,9 @@ def resolution_at(stage: StageSpec, step: int) -> int:
 class Particle(torch.nn.Module):
     """One radiance field with its own background network and occupancy grid."""
 
-    def __init__(self, spec: JobSpec, gen: torch.Generator):
+    def __init__(self, spec: JobSpec, gen: torch.Generator, device: torch.device | str = "cpu"):
         super().__init__()
-        self.field = RadianceField(spec.field, gen=gen)
+        self.field = RadianceField(spec.field, gen=gen, backend=backend_for(device))
         self.background = Background(gen=gen)
         self.occupancy = OccupancyGrid(radius=spec.field.radius)
 
@@ -62,7 +63,7 @@ class NerfStage(Stage):
         self.timer = PhaseTimer()
         self.sampler = CameraSampler(spec.camera)
         self.prior = ctx.prior()
-        self.particles = torch.nn.ModuleList(Particle(spec, self.gen) for _ in range(spec.particles)).to(self.device)
+        self.particles = torch.nn.ModuleList(Particle(spec, self.gen, self.device) for _ in range(spec.particles)).to(self.device)
         groups: list[dict[str, Any]] = []
         for p in self.particles:
             groups += p.field.param_groups(self.cfg)

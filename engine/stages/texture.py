@@ -16,6 +16,7 @@ import torch
 from ..checkpoint import CheckpointStore
 from ..context import JobContext
 from ..field import Background, RadianceField
+from ..field.radiance import backend_for
 from ..mesh.mesh_io import LoadedMesh
 from ..mesh.render import render_mesh
 from ..preview import psnr, to_uint8
@@ -68,7 +69,7 @@ class TextureStage(MeshStage):
         v = torch.from_numpy(loaded.mesh.vertices).float()
         f = torch.from_numpy(loaded.mesh.faces).long()
         gen = ctx.generator("texture-init")
-        fields = [RadianceField(ctx.spec.field, gen=gen) for _ in range(ctx.spec.particles)]
+        fields = [RadianceField(ctx.spec.field, gen=gen, backend=backend_for(ctx.device)) for _ in range(ctx.spec.particles)]
         # no trained background network here: backdrops are random solid colours
         return cls(ctx, [(v, f)] * len(fields), fields, None, loaded)
 
