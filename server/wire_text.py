@@ -9,20 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+# one test of encodability and one printable form (surrogates as \\udXXX escapes) for the spec
+# problems and the wire
+from engine.spec_problems import safe_text as shown
+from engine.spec_problems import utf8_ok as _ok
+
 ALLOWED = "text that can be encoded as UTF-8 (no lone UTF-16 surrogate such as \\ud83d)"
-
-
-def _ok(s: str) -> bool:
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def shown(s: str) -> str:
-    """A printable, encodable form of a bad string: surrogates as \\udXXX escapes."""
-    return s.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def bad_text(obj: Any, root: str = "") -> list[tuple[str, str]]:
