@@ -41,6 +41,28 @@ class PhiTrainer:
         self.opt.load_state_dict(state["opt_phi"])
 
 
+class HoldsPhi:
+    """Mixed into a stage that may train ε_φ: the trainer is the one piece of state; ε_φ, its
+    optimiser and their checkpoint entries are read off it (None / null entries for SDS)."""
+
+    phi_trainer: PhiTrainer | None = None
+
+    @property
+    def phi(self) -> VariationalScore | None:
+        return self.phi_trainer.phi if self.phi_trainer is not None else None
+
+    @property
+    def opt_phi(self) -> torch.optim.Optimizer | None:
+        return self.phi_trainer.opt if self.phi_trainer is not None else None
+
+    def phi_state(self) -> dict[str, Any]:
+        return self.phi_trainer.state_dict() if self.phi_trainer is not None else {"phi": None, "opt_phi": None}
+
+    def load_phi_state(self, state: dict[str, Any]) -> None:
+        if self.phi_trainer is not None and state.get("phi") is not None:
+            self.phi_trainer.load_state_dict(state)
+
+
 def phi_optimizer(phi: VariationalScore, lr: float) -> torch.optim.Optimizer:
     return torch.optim.AdamW(phi.trainable_parameters(), lr=lr, weight_decay=PHI_WEIGHT_DECAY)
 

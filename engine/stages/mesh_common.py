@@ -12,7 +12,7 @@ import torch
 from ..cameras import CameraSampler, Cameras
 from ..context import JobContext
 from ..distill import DistillResult, distillation_loss
-from ..distill.phi_training import PhiTrainer, build_phi
+from ..distill.phi_training import HoldsPhi, build_phi
 from ..field import Background, choose_background
 from ..mesh.raster import make_rasterizer
 from ..priors.base import Conditioning, Prior
@@ -22,7 +22,7 @@ from ..timing import PhaseTimer
 from .nerf import resolution_at
 
 
-class MeshStage(Stage):
+class MeshStage(HoldsPhi, Stage):
     """Base class: subclasses set `name`, build their parameters, then call `_setup_phi`."""
 
     cfg: StageSpec
@@ -37,15 +37,11 @@ class MeshStage(Stage):
         self.sampler = CameraSampler(ctx.spec.camera)
         self.raster = make_rasterizer(self.device)
         self.prior = prior if prior is not None else ctx.prior()
-        self.phi_trainer: PhiTrainer | None = None
-        self.phi = None
-        self.opt_phi = None
+        self.phi_trainer = None
 
     def _setup_phi(self) -> None:
         """A fresh ε_φ per stage (DESIGN.md §3 stage 3); nothing for SDS."""
         self.phi_trainer = build_phi(self.prior, self.cfg, self.gen, self.device)
-        self.phi = self.phi_trainer.phi if self.phi_trainer else None
-        self.opt_phi = self.phi_trainer.opt if self.phi_trainer else None
 
     def resolution(self, step: int) -> int:
         return resolution_at(self.cfg, step)
@@ -76,10 +72,8 @@ class MeshStage(Stage):
         return {"phi": self.phi_trainer.train(renders, self.gen)}
 
     def phi_state(self) -> dict[str, Any]:
-        return {**(self.phi_trainer.state_dict() if self.phi_trainer else {"phi": None, "opt_phi": None}),
-                "gen": self.gen.get_state()}
+        return {**super().phi_state(), "gen": self.gen.get_state()}
 
     def load_phi_state(self, state: dict[str, Any]) -> None:
-        if self.phi_trainer is not None and state.get("phi") is not None:
-            self.phi_trainer.load_state_dict(state)
+        super().load_phi_state(state)
         self.gen.set_state(state["gen"])

@@ -15,7 +15,7 @@ import torch
 from ..cameras import CameraSampler, Cameras
 from ..context import JobContext
 from ..distill import distillation_loss
-from ..distill.phi_training import build_phi
+from ..distill.phi_training import HoldsPhi, build_phi
 from ..field import Background, OccupancyGrid, RadianceField, choose_background
 from ..field.radiance import backend_for
 from ..preview import normal_to_uint8, psnr, to_uint8
@@ -50,7 +50,7 @@ def _optimizer(params: list[dict[str, Any]]) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, betas=(0.9, 0.99), eps=1e-15, weight_decay=0.0)
 
 
-class NerfStage(Stage):
+class NerfStage(HoldsPhi, Stage):
     name = "nerf"
 
     def __init__(self, ctx: JobContext):
@@ -70,8 +70,6 @@ class NerfStage(Stage):
             groups.append({"params": list(p.background.parameters()), "lr": self.cfg.lr_background})
         self.opt = _optimizer(groups)
         self.phi_trainer = build_phi(self.prior, self.cfg, self.gen, self.device)
-        self.phi = self.phi_trainer.phi if self.phi_trainer else None
-        self.opt_phi = self.phi_trainer.opt if self.phi_trainer else None
 
     # ----------------------------------------------------------------- step
     def step(self, step: int) -> dict[str, float]:
@@ -172,13 +170,12 @@ class NerfStage(Stage):
         return {
             "particles": self.particles.state_dict(),
             "opt": self.opt.state_dict(),
-            **(self.phi_trainer.state_dict() if self.phi_trainer else {"phi": None, "opt_phi": None}),
+            **self.phi_state(),
             "gen": self.gen.get_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.particles.load_state_dict(state["particles"])
         self.opt.load_state_dict(state["opt"])
-        if self.phi_trainer is not None and state.get("phi") is not None:
-            self.phi_trainer.load_state_dict(state)
+        self.load_phi_state(state)
         self.gen.set_state(state["gen"])
