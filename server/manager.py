@@ -10,7 +10,6 @@ import asyncio
 import copy
 import logging
 import math
-import os
 import re
 import shutil
 import secrets
@@ -120,7 +119,7 @@ class JobManager:
         if mesh_path is not None:  # up to 256 MiB: off the event loop
             mesh_path.parent.mkdir(parents=True, exist_ok=True)
             if mesh_file is not None:
-                await asyncio.to_thread(_move, mesh_file, mesh_path)
+                await asyncio.to_thread(shutil.move, mesh_file, mesh_path)  # a rename on one file system
             else:
                 await asyncio.to_thread(mesh_path.write_bytes, mesh)
         run.write_spec(spec)
@@ -334,14 +333,6 @@ def _build_spec(header: dict[str, Any], mesh_path: Path | None) -> Any:
     except Exception as exc:  # values too malformed for the checker to describe field by field
         raise ProtocolError("invalid_spec", f"the job spec could not be read: {type(exc).__name__}: {exc}"[:2000]) \
             from None
-
-
-def _move(src: Path, dst: Path) -> None:
-    """Rename when both are on one file system (the usual case: both under the runs folder), else copy."""
-    try:
-        os.replace(src, dst)
-    except OSError:
-        shutil.move(str(src), str(dst))
 
 
 def _safe_name(name: Any) -> str:
