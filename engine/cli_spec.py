@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .run_dir import RunDir
 from .spec import FieldProblem, JobSpec, SpecError
 
 SET_HELP = ("override any spec field, e.g. --set nerf.steps=200; values are JSON "
@@ -44,24 +45,22 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 def read_run_spec(folder: Path, what: str, validate: bool = True) -> JobSpec:
     """The spec of run folder `folder`, validated unless the caller changes it first (then it
     validates); `what` names the argument in messages, e.g. --resume."""
-    spec_path = Path(folder) / "spec.json"
+    run = RunDir(Path(folder))
 
     def fail(allowed: str) -> SpecError:
         return SpecError([FieldProblem(what, str(folder), allowed)], title=f"cannot use {what} {folder}")
 
-    if not Path(folder).is_dir():
+    if not run.root.is_dir():
         raise fail("an existing run folder (one made by vsdream run --out); there is no such folder")
-    if not spec_path.is_file():
+    if not run.spec_path.is_file():
         raise fail("a run folder holding spec.json; this folder has none (was it made by vsdream run --out?)")
     try:
-        text = spec_path.read_text(encoding="utf-8")
+        spec = run.read_spec()
+        return spec.validate() if validate else spec
     except (OSError, UnicodeDecodeError) as exc:
         raise fail(f"a readable UTF-8 spec.json ({type(exc).__name__}: {exc})") from None
-    try:
-        spec = JobSpec.from_json(text)
-        return spec.validate() if validate else spec
     except SpecError as exc:
-        raise SpecError(exc.problems, title=f"{spec_path} is not a valid job spec") from None
+        raise SpecError(exc.problems, title=f"{run.spec_path} is not a valid job spec") from None
 
 
 def report(exc: SpecError) -> int:
