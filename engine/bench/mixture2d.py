@@ -76,8 +76,8 @@ class SpreadResult:
 
 def run_mixture2d(method: str, steps: int = 3000, particles: int = 64, s: float = 0.05, seed: int = 0,
                   lr: float = 3e-3, phi_repeats: int = 1, shape: tuple[int, ...] = (3, 8, 8),
-                  modes: int = 4, init_spread: float | None = None, cosine_lr: bool = False,
-                  optimizer: str = "adam", phi_warmup: int = 0) -> SpreadResult:
+                  modes: int = 4, init_spread: float | None = None, optimizer: str = "adam",
+                  phi_warmup: int = 0) -> SpreadResult:
     """Particles are tiny images of `shape` (flattened); modes are random images in [-0.8, 0.8].
 
     In two or three dimensions the modes sit too close for SDS to separate them at large t (it
@@ -87,10 +87,9 @@ def run_mixture2d(method: str, steps: int = 3000, particles: int = 64, s: float 
     `init_spread` None starts the particles uniformly over the square (the benchmark); a number
     starts them on the modes (in turn) with `init_spread`·s of Gaussian spread, so a short run
     measures only what happens to the spread: SDS shrinks it toward 0, VSD settles at s.
-    `cosine_lr` decays the particles' learning rate to 0: Adam moves every particle about lr per
-    step whatever the gradient's size, which leaves a noise floor a short run cannot average out.
     `optimizer` 'sgd' moves particles by the distillation gradient itself, whose noise vanishes
-    with w(t) at small t: the particle dynamics the paper's argument is about, fast enough for a test.
+    with w(t) at small t; Adam moves every particle about lr per step whatever the gradient's size,
+    a noise floor that a short run cannot average out.
     `phi_warmup` trains ε_φ on the starting particles first, so a short run does not spend its
     steps on an ε_φ that knows nothing yet."""
     gen = torch.Generator().manual_seed(seed)
@@ -99,14 +98,12 @@ def run_mixture2d(method: str, steps: int = 3000, particles: int = 64, s: float 
     prior = PointMixturePrior(means, s)
     stage = StageSpec(steps=steps, method=method, guidance_scale=1.0, t_min=0.02, t_max=0.98,
                       t_max_annealed=0.5, anneal_step=steps // 2, lr_phi=1e-3)
-    # start spread over the square so the experiment measures the spread, not basin escape
-    if init_spread is None:
+    if init_spread is None:  # spread over the square: the experiment measures the spread, not basin escape
         x = nn.Parameter(2.0 * torch.rand(particles, dim, generator=gen) - 1.0)
     else:
         start = means[torch.arange(particles) % modes] + init_spread * s * torch.randn(particles, dim, generator=gen)
         x = nn.Parameter(start)
     opt = torch.optim.SGD([x], lr=lr) if optimizer == "sgd" else torch.optim.Adam([x], lr=lr)
-    decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if cosine_lr else None
     trainer = build_phi(prior, stage, gen, torch.device("cpu"))  # the stages' own ε_φ builder
     phi = trainer.phi if trainer is not None else None
     for _ in range(phi_warmup if trainer is not None else 0):
@@ -116,8 +113,6 @@ def run_mixture2d(method: str, steps: int = 3000, particles: int = 64, s: float 
         res = distillation_loss(prior, phi, x, None, stage, step, gen)  # type: ignore[arg-type]
         res.loss.backward()
         opt.step()
-        if decay is not None:
-            decay.step()
         if trainer is not None:
             for _ in range(phi_repeats):
                 trainer.train([(x.detach(), None)], gen)  # type: ignore[list-item]
