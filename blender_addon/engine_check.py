@@ -79,7 +79,8 @@ def format_report(info: dict) -> str:
     for entry in info.get("priors", []):
         needs = [] if entry.get("weights", "none").startswith("none") else ["weights"]
         needs += ["a prompt"] if entry.get("needs_prompt") else []
-        lines.append(f"Prior {entry.get('name')}: {entry.get('summary')}" + (f" (needs {', '.join(needs)})" if needs else ""))
+        suffix = f" (needs {', '.join(needs)})" if needs else ""
+        lines.append(f"Prior {entry.get('name')}: {entry.get('summary')}{suffix}")
     return "\n".join(lines)
 
 

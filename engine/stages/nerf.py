@@ -63,7 +63,8 @@ class NerfStage(HoldsPhi, Stage):
         self.timer = PhaseTimer()
         self.sampler = CameraSampler(spec.camera)
         self.prior = ctx.prior()
-        self.particles = torch.nn.ModuleList(Particle(spec, self.gen, self.device) for _ in range(spec.particles)).to(self.device)
+        self.particles = torch.nn.ModuleList(
+            Particle(spec, self.gen, self.device) for _ in range(spec.particles)).to(self.device)
         groups: list[dict[str, Any]] = []
         for p in self.particles:
             groups += p.field.param_groups(self.cfg)

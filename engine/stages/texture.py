@@ -69,7 +69,8 @@ class TextureStage(MeshStage):
         v = torch.from_numpy(loaded.mesh.vertices).float()
         f = torch.from_numpy(loaded.mesh.faces).long()
         gen = ctx.generator("texture-init")
-        fields = [RadianceField(ctx.spec.field, gen=gen, backend=backend_for(ctx.device)) for _ in range(ctx.spec.particles)]
+        backend = backend_for(ctx.device)
+        fields = [RadianceField(ctx.spec.field, gen=gen, backend=backend) for _ in range(ctx.spec.particles)]
         # no trained background network here: backdrops are random solid colours
         return cls(ctx, [(v, f)] * len(fields), fields, None, loaded)
 
