@@ -38,6 +38,11 @@ try:  # cached weights only: the probe never downloads
 except Exception as exc:
     out["sd_weights"] = False
     out["sd_weights_error"] = f"{type(exc).__name__}: {exc}"[:300]
+try:  # the engine's stage table: the add-on's stage list comes from it (engine/stage_table.py)
+    from engine.stage_table import describe_stages
+    out["stages"] = describe_stages()
+except Exception as exc:
+    out["stages_error"] = f"{type(exc).__name__}: {exc}"[:300]
 print("VSDREAM_CHECK " + json.dumps(out))
 """
 
