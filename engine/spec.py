@@ -101,6 +101,9 @@ class StageSpec:
     lambda_normal_consistency: float = spec_field(0.0, _LAMBDA)
     lambda_laplacian: float = spec_field(0.0, _LAMBDA)
     preview_every: int = spec_field(200, within(1, 1_000_000))
+    # previews by time as well as by steps: the first ~10 s after the stage starts, then at least every
+    # this many seconds whatever the step rate (0: by steps only)
+    preview_interval_s: float = spec_field(30.0, within(0.0, 86400.0))
     checkpoint_every: int = spec_field(500, within(1, 1_000_000))
     grid_resolution: int = spec_field(128, among(32, 64, 128, 256))  # DMTet resolution for the geometry stage
 
