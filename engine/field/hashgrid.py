@@ -7,8 +7,11 @@ the usual spatial hash (x·1 ⊕ y·2654435761 ⊕ z·805459861) mod T.
 
 The torch path computes every level at once (int32 indices, level-major, large contiguous ops)
 from a feature-major table (F, L·T); its backward is one 1-D `index_add_` per feature, about twice
-as fast on CPU as autograd through indexing. When the input needs a gradient itself (normals from
-the density gradient) it runs through plain autograd instead.
+as fast on CPU as autograd through indexing. `backend="torch"` saves only the points for backward
+and recomputes corners and weights there (hashgrid_autograd.py: 12 bytes per sample instead of
+~1 KB); `"torch-reference"` keeps the earlier function that saves the (8, L, N) indices and
+weights, the reference the tests and `vsdream bench memory` compare against. When the input needs
+a gradient itself (normals from the density gradient) both run through plain autograd instead.
 
 tiny-cuda-nn (`backend="tcnn"`, or "auto" with tinycudann importable, CUDA available and
 VSDREAM_ACCEL allowing it) has the same interface, but its level scales, hash and table layout
@@ -25,8 +28,11 @@ import torch
 from torch import nn
 
 from .. import accel
+from .hashgrid_autograd import DEFAULT_CHUNK, hash_encode
+from .hashgrid_index import PRIMES, corner_indices_weights, gather_features
 
-PRIMES = (1, 2654435761, 805459861)
+__all__ = ["PRIMES", "HashGridEncoding", "corner_indices_weights", "gather_features", "reference_hash_encode"]
+BACKENDS = ("auto", "torch", "torch-reference", "tcnn")
 
 
 def level_resolutions(levels: int, base_resolution: int, growth: float) -> list[int]:
@@ -69,10 +75,12 @@ class HashGridEncoding(nn.Module):
 
     def __init__(self, levels: int, features_per_level: int, log2_table_size: int, base_resolution: int,
                  growth: float, bound: float = 1.0, gen: torch.Generator | None = None,
-                 backend: str = "auto"):
+                 backend: str = "auto", chunk: int = DEFAULT_CHUNK):
         super().__init__()
-        if backend not in ("auto", "torch", "tcnn"):
-            raise ValueError(f"backend = {backend!r}: use 'auto', 'torch' or 'tcnn'")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend = {backend!r}: use one of {', '.join(map(repr, BACKENDS))}")
+        if chunk < 1:
+            raise ValueError(f"chunk = {chunk}: points per slice of the torch encoding, must be ≥ 1")
         if levels < 1 or features_per_level < 1 or log2_table_size < 1 or levels * 2 ** log2_table_size >= 2 ** 31:
             raise ValueError(f"levels={levels}, features_per_level={features_per_level}, "
                              f"log2_table_size={log2_table_size}: need ≥ 1 each and levels · 2^log2 < 2^31")
@@ -81,7 +89,9 @@ class HashGridEncoding(nn.Module):
         self.resolutions = level_resolutions(levels, base_resolution, growth)
         self.output_dim = levels * features_per_level
         auto_tcnn = backend == "auto" and accel.allowed("tcnn") and _tcnn_available()
-        self.backend = "tcnn" if backend == "tcnn" or auto_tcnn else "torch"
+        self.chunk = int(chunk)
+        self.backend = "tcnn" if backend == "tcnn" or auto_tcnn else ("torch-reference" if backend == "torch-reference"
+                                                                      else "torch")
         if self.backend == "tcnn":
             if not auto_tcnn and not _tcnn_available():
                 raise RuntimeError("backend='tcnn' needs tiny-cuda-nn importable and a CUDA device: "
@@ -107,59 +117,12 @@ class HashGridEncoding(nn.Module):
                 raise RuntimeError("this HashGridEncoding uses tiny-cuda-nn: give it CUDA points, "
                                    "or build it with backend='torch' for CPU")
             return self.tcnn(u).float()
+        if self.backend == "torch" and not x.requires_grad:
+            return hash_encode(self.table, u.detach(), self._res, self._dense, self.table_size, self.chunk)
         idx, w = corner_indices_weights(u, self._res, self._dense, self.table_size)
         if x.requires_grad:  # gradient w.r.t. the points too (normals): plain autograd
             return gather_features(self.table, idx, w)
         return _HashGather.apply(self.table, idx, w)
-
-
-def corner_indices_weights(u: torch.Tensor, res: torch.Tensor, dense: torch.Tensor,
-                           table_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flat table columns (8, L, N) int32 and trilinear weights (8, L, N) for points u (N, 3) in [0, 1].
-
-    Level-major layout with the corner loop unrolled in Python keeps every op a large contiguous
-    one (broadcasting over tiny trailing dims is several times slower on CPU). Hash products wrap
-    in int32; only the low bits survive the `& (T - 1)`, so the result equals the int64 hash.
-    Corner c = 4·bx + 2·by + bz. Weights carry u's autograd graph.
-    """
-    n_levels, n_dense = res.numel(), int(dense.sum())  # levels ascend, so dense levels form a prefix
-    n = u.shape[0]
-    pos = u.t().unsqueeze(1) * res.view(1, -1, 1).to(u.dtype)  # (3, L, N)
-    c0 = torch.minimum(pos.detach().floor().to(torch.int32), (res - 1).view(1, -1, 1).to(torch.int32))
-    frac = pos - c0.to(pos.dtype)
-    offsets = (torch.arange(n_levels, device=u.device, dtype=torch.int32) * table_size).view(-1, 1)
-    idx = torch.empty(8, n_levels, n, dtype=torch.int32, device=u.device)
-    bits = [(bx, by, bz) for bx in (0, 1) for by in (0, 1) for bz in (0, 1)]
-    if n_dense:
-        s = (res[:n_dense] + 1).to(torch.int32).view(-1, 1)
-        cd = c0[:, :n_dense]
-        base = cd[0] + cd[1] * s + cd[2] * (s * s) + offsets[:n_dense]
-        for c, (bx, by, bz) in enumerate(bits):
-            torch.add(base, bx + by * s + bz * s * s, out=idx[c, :n_dense])
-    if n_dense < n_levels:
-        # (hx ^ hy ^ hz) & m == (hx & m) ^ (hy & m) ^ (hz & m); the level offset sits above m's bits
-        ch, m = c0[:, n_dense:], table_size - 1
-        h = [[(ch[a] + b) * _wrap32(p) & m for b in (0, 1)] for a, p in enumerate(PRIMES)]
-        h[0] = [hx + offsets[n_dense:] for hx in h[0]]
-        hxy = [h[0][bx] ^ h[1][by] for bx in (0, 1) for by in (0, 1)]
-        for c, (bx, by, bz) in enumerate(bits):
-            torch.bitwise_xor(hxy[2 * bx + by], h[2][bz], out=idx[c, n_dense:])
-    wx, wy, wz = ((1.0 - frac[a], frac[a]) for a in range(3))
-    wxy = [wx[bx] * wy[by] for bx in (0, 1) for by in (0, 1)]
-    w = torch.stack([wxy[2 * bx + by] * wz[bz] for bx, by, bz in bits])
-    return idx, w
-
-
-def _wrap32(p: int) -> int:
-    return p - 2 ** 32 if p >= 2 ** 31 else p
-
-
-def gather_features(table: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Σ_corners w · table[:, idx] → (N, L·F) with plain autograd (also w.r.t. w)."""
-    f = table.shape[0]
-    _, n_levels, n = idx.shape
-    cols = [(table[k].index_select(0, idx.reshape(-1)).view_as(w) * w).sum(0) for k in range(f)]
-    return torch.stack(cols, dim=-1).permute(1, 0, 2).reshape(n, n_levels * f)
 
 
 class _HashGather(torch.autograd.Function):
