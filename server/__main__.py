@@ -8,8 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-from .app import Config, Server, is_loopback
+from .app import Server, is_loopback
 from .auth import TokenError, create_token_file, load_token
+from .config import Config
 from .path_policy import PathPolicy
 from .private_file import others_can_read
 from .tls import TlsSetupError, ensure_identity

@@ -10,40 +10,15 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
-from .auth import token_matches
+from .config import Config
 from .connection import Connection
 from .liveness import pid_alive
 from .manager import JobManager
-from .path_policy import PathPolicy
 from .protocol import PROTOCOL_VERSION, Frame, reply
-from .tls import TlsIdentity, server_context
-from .worker import DEFAULT_JOB_FN
+from .tls import server_context
 
 log = logging.getLogger("vsdream.server")
-
-
-@dataclass
-class Config:
-    runs_dir: Path
-    token: str
-    host: str = "127.0.0.1"
-    port: int = 0
-    devices: list[str] = field(default_factory=lambda: ["auto"])
-    parent_pid: int | None = None
-    resume_unfinished: bool = False
-    job_fn: str = DEFAULT_JOB_FN
-    hello_timeout_s: float = 5.0
-    frame_timeout_s: float = 30.0
-    heartbeat_s: float = 2.0
-    cancel_grace_s: float = 30.0
-    max_queue: int = 32
-    max_outbox: int = 10_000
-    token_file: Path | None = None  # reported in the handshake when the server made the token itself
-    path_policy: PathPolicy = field(default_factory=PathPolicy)  # which files a job's spec may name
-    tls: TlsIdentity | None = None  # set by --allow-remote: serve TLS with this certificate, never plaintext
 
 
 def is_loopback(host: str) -> bool:
@@ -65,8 +40,8 @@ class Server:
         self._stop = asyncio.Event()
         self.stop_reason = ""
 
-    def token_ok(self, offered: object) -> bool:
-        return token_matches(self.config.token, offered)
+    def connection_closed(self, conn: Connection) -> None:
+        self.connections.discard(conn)
 
     def request_stop(self, reason: str) -> None:
         if not self._stop.is_set():
@@ -78,7 +53,7 @@ class Server:
         sock = writer.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = Connection(self, reader, writer)
+        conn = Connection(self, self.manager, self.config, reader, writer)
         self.connections.add(conn)
         await conn.serve()
 

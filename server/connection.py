@@ -9,18 +9,18 @@ import asyncio
 import hashlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import protocol as P
 from . import request_check
+from .auth import token_matches
+from .config import Config
+from .connection_api import JobsApi, ServerLink
 from .frame_stream import FrameStream, SpooledFrame
 from .job import Job
 from .outbox import Outbox, coalesce_key
 from .reply_encode import encode_reply
 from .wire_text import shown
-
-if TYPE_CHECKING:
-    from .app import Server
 
 log = logging.getLogger("vsdream.server")
 PRE_AUTH_MAX_HEADER = 64 << 10
@@ -36,10 +36,13 @@ class Replay:
 
 
 class Connection:
-    def __init__(self, server: "Server", reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.server, self.reader, self.writer = server, reader, writer
-        self.outbox = Outbox(server.config.max_outbox)
-        self.frames = FrameStream(reader, server.config.frame_timeout_s, server.manager.spool_dir,
+    """One client; it reaches the rest of the server only through `link`, `jobs` and `config`."""
+
+    def __init__(self, link: ServerLink, jobs: JobsApi, config: Config, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter):
+        self.link, self.jobs, self.config, self.reader, self.writer = link, jobs, config, reader, writer
+        self.outbox = Outbox(config.max_outbox)
+        self.frames = FrameStream(reader, config.frame_timeout_s, jobs.spool_dir,
                                   max_header=PRE_AUTH_MAX_HEADER, max_payload=0)
         self.authed = False
         self.closing = False
@@ -66,7 +69,7 @@ class Connection:
 
     def abort(self) -> None:
         self.closing = True
-        self.server.manager.unsubscribe(self)
+        self.jobs.unsubscribe(self)
         self.outbox.put(_CLOSE, ("close",))  # wakes a writer waiting for work; never refused
         self.writer.transport.abort()
 
@@ -91,7 +94,7 @@ class Connection:
             pass
         finally:
             self.closing = True
-            self.server.manager.unsubscribe(self)
+            self.jobs.unsubscribe(self)
             if self.linger:
                 await self._linger()
             self.writer.close()
@@ -121,7 +124,7 @@ class Connection:
             if ev.get("type") == "preview":
                 if not r.previews:
                     continue
-                payload = await self.server.manager.previews.load(r.job.id, r.job.run.root, ev)
+                payload = await self.jobs.preview_payload(r.job, ev)
                 if payload is None:  # files deleted by hand: say so instead of sending a broken frame
                     ev = {"type": "log", "job_id": ev["job_id"], "seq": ev["seq"], "time": ev["time"],
                           "level": "warning", "message": f"preview {ev.get('file')} is missing from the run folder"}
@@ -138,8 +141,8 @@ class Connection:
             writer_task = asyncio.create_task(self.writer_loop())
             self.frames.max_header, self.frames.max_payload = P.MAX_HEADER_BYTES, P.MAX_PAYLOAD_BYTES
             self.deliver(P.reply("welcome", hello, protocol=P.PROTOCOL_VERSION,
-                                 version=self.server.version, server_pid=self.server.pid,
-                                 devices=self.server.manager.devices, runs_dir=str(self.server.config.runs_dir)))
+                                 version=self.link.version, server_pid=self.link.pid,
+                                 devices=self.jobs.devices, runs_dir=str(self.config.runs_dir)))
             while not self.closing:
                 frame = await self.frames.next()
                 try:
@@ -169,11 +172,11 @@ class Connection:
                     await asyncio.wait_for(asyncio.gather(writer_task, return_exceptions=True), FINAL_FLUSH_S)
                 except asyncio.TimeoutError:
                     self.abort()
-            self.server.connections.discard(self)
+            self.link.connection_closed(self)
 
     async def _authenticate(self) -> P.Frame | None:
         """The hello once its token matches (frames behind it stay buffered); None after a refusal."""
-        limit = self.server.config.hello_timeout_s
+        limit = self.config.hello_timeout_s
         try:
             hello = await asyncio.wait_for(self.frames.next(), limit)
         except asyncio.TimeoutError:
@@ -188,7 +191,7 @@ class Connection:
         if hello.type != "hello":
             await self._refuse(f"the first message must be hello, not {hello.type!r}")
             return None
-        if not self.server.token_ok(hello.get("token")):
+        if not token_matches(self.config.token, hello.get("token")):
             await self._refuse("wrong or missing token")
             return None
         if hello.get("protocol") != P.PROTOCOL_VERSION:
@@ -236,45 +239,44 @@ class Connection:
         self.deliver(P.reply("pong", frame, nonce=frame.get("nonce"), time=time.time()))
 
     async def _on_list_jobs(self, frame: P.Frame) -> None:
-        jobs = [j.summary() for j in sorted(self.server.manager.jobs.values(), key=lambda j: j.created)]
-        self.deliver(P.reply("jobs", frame, jobs=jobs, workers=self.server.manager.workers(),
-                             unreadable=self.server.manager.unreadable_runs()))
+        self.deliver(P.reply("jobs", frame, jobs=self.jobs.job_summaries(), workers=self.jobs.workers(),
+                             unreadable=self.jobs.unreadable_runs()))
 
     async def _on_submit(self, frame: P.Frame) -> None:
         spool = frame.spool if isinstance(frame, SpooledFrame) else None
-        job = await self.server.manager.submit(frame.header, frame.payload, mesh_file=spool)
+        job = await self.jobs.submit(frame.header, frame.payload, mesh_file=spool)
         self._accepted(frame, job, resumed=False)
 
     async def _on_resume(self, frame: P.Frame) -> None:
-        job = await self.server.manager.resume(self.server.manager.get(frame["job_id"]))
+        job = await self.jobs.resume(self.jobs.get(frame["job_id"]))
         self._accepted(frame, job, resumed=True)
 
     def _accepted(self, frame: P.Frame, job: Job, resumed: bool) -> None:
-        position = next((i for i, j in enumerate(self.server.manager.queue) if j is job), 0)
-        self.deliver(P.reply("accepted", frame, job_id=job.id, position=position, run_dir=str(job.run.root),
+        self.deliver(P.reply("accepted", frame, job_id=job.id, position=self.jobs.queue_position(job),
+                             run_dir=str(job.run.root),
                              resumed=resumed))
         if frame.get("attach", True):  # from this run's "queued" event on (already attached: it came live)
             after = job.last_seq if self in job.subscribers else job.queued_seq - 1
-            self.server.manager.subscribe(self, job, after, frame.get("previews", True))
+            self.jobs.subscribe(self, job, after, frame.get("previews", True))
 
     async def _on_attach(self, frame: P.Frame) -> None:
-        job = self.server.manager.get(frame["job_id"])
+        job = self.jobs.get(frame["job_id"])
         self.deliver(P.reply("attached", frame, job_id=job.id, state=job.state, last_seq=job.last_seq))
-        self.server.manager.subscribe(self, job, frame.get("from_seq", 0), frame.get("previews", True))
+        self.jobs.subscribe(self, job, frame.get("from_seq", 0), frame.get("previews", True))
 
     async def _on_detach(self, frame: P.Frame) -> None:
-        job = self.server.manager.get(frame["job_id"])
-        self.server.manager.unsubscribe(self, job)
+        job = self.jobs.get(frame["job_id"])
+        self.jobs.unsubscribe(self, job)
         self.deliver(P.reply("detached", frame, job_id=job.id))
 
     async def _on_cancel(self, frame: P.Frame) -> None:
-        job = self.server.manager.get(frame["job_id"])
-        state = await self.server.manager.cancel(job)
+        job = self.jobs.get(frame["job_id"])
+        state = await self.jobs.cancel(job)
         self.deliver(P.reply("ack", frame, what="cancel", job_id=job.id, state=state))
 
     async def _on_get_artifact(self, frame: P.Frame) -> None:
-        job = self.server.manager.get(frame["job_id"])
-        path = self.server.manager.artifact_path(job, frame["name"])
+        job = self.jobs.get(frame["job_id"])
+        path = self.jobs.artifact_path(job, frame["name"])
         offset = frame.get("offset", 0)
         data, size = await asyncio.to_thread(_read_range, path, offset, frame.get("length"))
         self.deliver(P.reply("artifact_data", frame, payload=data, job_id=job.id, name=frame["name"], size=size,
@@ -282,7 +284,7 @@ class Connection:
 
     async def _on_shutdown(self, frame: P.Frame) -> None:
         self.deliver(P.reply("ack", frame, what="shutdown"))
-        self.server.request_stop("shutdown message")
+        self.link.request_stop("shutdown message")
 
 
 def _read_range(path: Any, offset: int, length: int | None) -> tuple[bytes, int]:

@@ -188,6 +188,18 @@ class JobManager:
             raise ProtocolError("not_found", f"job {job.id} has no file {name!r}")
         return path
 
+    def queue_position(self, job: Job) -> int:
+        """0 for the next job to start (and for a job not in the queue)."""
+        return next((i for i, j in enumerate(self.queue) if j is job), 0)
+
+    def job_summaries(self) -> list[dict[str, Any]]:
+        """Every known job's summary, oldest first (list_jobs)."""
+        return [j.summary() for j in sorted(self.jobs.values(), key=lambda j: j.created)]
+
+    async def preview_payload(self, job: Job, event: dict[str, Any]) -> bytes | None:
+        """The image bytes of a recorded preview event; None when its files are gone."""
+        return await self.previews.load(job.id, job.run.root, event)
+
     def unreadable_runs(self) -> list[dict[str, Any]]:
         """Run folders that exist but cannot be read as jobs, with the reason (list_jobs shows them)."""
         return scrub([{"job_id": name, "run_dir": str(self.runs_dir / name), "error": why}
