@@ -7,6 +7,7 @@ field is checked by declaring it; only checks that tie fields together are writt
 """
 from __future__ import annotations
 
+import copy
 import json
 import re
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from dataclasses import field as dc_field
 from typing import Any, Literal, get_origin
 
 from .spec_problems import FieldProblem, SpecError
+from .stage_table import STAGES, stage
 from .spec_types import (among, described, field_problems, field_types, is_section, max_length, nonblank,
                          ordered, spec_field, within)
 
@@ -108,6 +110,11 @@ class StageSpec:
     grid_resolution: int = spec_field(128, among(32, 64, 128, 256))  # DMTet resolution for the geometry stage
 
 
+def _stage_section(name: str) -> Any:
+    """A JobSpec field for stage `name`: a StageSpec with the stage table's defaults."""
+    return dc_field(default_factory=lambda: StageSpec(**copy.deepcopy(stage(name).defaults)))
+
+
 @dataclass
 class ExportSpec:
     enabled: bool = True
@@ -139,12 +146,12 @@ class JobSpec:
     precision: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
     camera: CameraSpec = dc_field(default_factory=CameraSpec)
     field: FieldSpec = dc_field(default_factory=FieldSpec)
-    nerf: StageSpec = dc_field(default_factory=StageSpec)
-    geometry: StageSpec = dc_field(default_factory=lambda: StageSpec(
-        steps=15000, method="sds", guidance_scale=100.0, t_max=0.5, t_max_annealed=0.5,
-        resolution_schedule=[[0, 512]], lambda_normal_consistency=1e4, lambda_laplacian=1e4))
-    texture: StageSpec = dc_field(default_factory=lambda: StageSpec(
-        steps=30000, method="vsd", resolution_schedule=[[0, 512]]))
+    # the 3D representation each particle is (engine/representation/registry.py)
+    representation: Literal["radiance"] = "radiance"
+    # one section per stage, in the stage table's order, with its paper defaults (engine/stage_table.py)
+    nerf: StageSpec = _stage_section("nerf")
+    geometry: StageSpec = _stage_section("geometry")
+    texture: StageSpec = _stage_section("texture")
     export: ExportSpec = dc_field(default_factory=ExportSpec)
 
     # ------------------------------------------------------------------ JSON
@@ -202,10 +209,10 @@ class JobSpec:
         entry = find_prior(self.prior) if fine("prior") else None
         if entry is not None and entry.needs_prompt and fine("prompt") and not self.prompt.strip():
             problems.append(FieldProblem("prompt", self.prompt, f"a non-empty text prompt for the {entry.name} prior"))
-        for name, tp in field_types(type(self)).items():
-            s = getattr(self, name)
-            if tp is StageSpec and fine(f"{name}.t_min", f"{name}.t_max") and s.t_min >= s.t_max:
-                problems.append(FieldProblem(f"{name}.t_max", s.t_max, f"greater than t_min ({s.t_min})"))
+        for entry in STAGES:
+            s = getattr(self, entry.name)
+            if fine(f"{entry.name}.t_min", f"{entry.name}.t_max") and s.t_min >= s.t_max:
+                problems.append(FieldProblem(f"{entry.name}.t_max", s.t_max, f"greater than t_min ({s.t_min})"))
         return problems
 
 

@@ -236,6 +236,6 @@ def test_a_field_for_the_cpu_always_builds_the_torch_grid():
     assert backend_for("cpu") == backend_for(torch.device("cpu")) == "torch"
     assert backend_for("cuda:0") == "auto"
     from engine.presets import make_spec
-    from engine.stages.nerf import Particle
-    particle = Particle(make_spec("cpu-smoke"), torch.Generator().manual_seed(0), "cpu")
+    from engine.representation import make_representation
+    particle = make_representation(make_spec("cpu-smoke"), torch.Generator().manual_seed(0), "cpu")
     assert particle.field.encoding.backend == "torch"

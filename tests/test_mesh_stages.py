@@ -26,7 +26,7 @@ from engine.priors.analytic import AnalyticPrior
 from engine.priors.scenes import builtin_scene
 from engine.priors.sdf import scene_color, scene_sdf
 from engine.run_dir import RunDir
-from engine.stages.mesh_pipeline import run_mesh_stages, run_retexture
+from engine.pipeline import run_stages
 from engine.stages.nerf import NerfStage
 
 
@@ -47,7 +47,7 @@ def test_text_mode_mesh_stages_per_particle_resume_and_reexport(tmp_path):
         "camera": {"eval_views": 2},
         "export": {"texture_size": 256, "formats": ["glb", "obj"]}})
     nerf = NerfStage(ctx)
-    out = run_mesh_stages(ctx, nerf)
+    out = run_stages(ctx, {"nerf": nerf})
     glbs = [ctx.run.result / f"mesh_{i}.glb" for i in range(2)]  # each particle its own mesh
     assert all(p.exists() for p in glbs) and (ctx.run.result / "mesh_1.obj").exists()
     assert {"geometry-00000003.pt", "texture-00000003.pt"} <= {p.name for p in ctx.run.ckpt.iterdir()}
@@ -62,7 +62,7 @@ def test_text_mode_mesh_stages_per_particle_resume_and_reexport(tmp_path):
 
     # running again resumes both stages at their last step and re-exports
     events.clear()
-    run_mesh_stages(ctx, NerfStage(ctx))
+    run_stages(ctx, {"nerf": NerfStage(ctx)})
     starts = [e for e in events if isinstance(e, StageStarted)]
     assert [(s.stage, s.resumed_from) for s in starts] == [("geometry", 3), ("texture", 3)]
 
@@ -98,7 +98,7 @@ def test_retexture_recovers_known_colours_in_the_users_uv_layout(tmp_path):
         "texture": {"steps": 80, "method": "vsd", "guidance_scale": 1.0, "resolution_schedule": [[0, 32]],
                     "anneal_step": 40, "t_max_annealed": 0.1},
         "camera": {"eval_views": 4}, "export": {"texture_size": 256}})
-    out = run_retexture(ctx)
+    out = run_stages(ctx)
     assert out["input"]["had_uvs"]
     assert out["texture"]["psnr"] > 24.0, out["texture"]  # measured 26.6 dB (the grey start: 14.4 dB)
     result = ctx.run.result / "mesh.glb"

@@ -69,7 +69,7 @@ def extraction_figures(resolutions: list[int], from_nerf: bool) -> dict[str, Any
     if from_nerf:
         from .quality import run_nerf
         stage, seconds = run_nerf("vsd")
-        densities["nerf"] = stage.particles[0].field.density
+        densities["nerf"] = stage.particles[0].density
         out["nerf_seconds"] = round(seconds, 1)
     for name, density in densities.items():
         t_level = time.perf_counter()
@@ -118,7 +118,7 @@ def refinement_figures(steps: int, grid: int, lr: float, resolution: int = 256) 
 
 
 def texture_figures(steps: int, grid: int) -> dict[str, Any]:
-    from ..field import RadianceField
+    from ..representation import new_color_field
     from ..mesh.dmtet import DMTet
     from ..mesh.tetgrid import TetGrid
     from ..stages.texture import TextureStage, prepare_mesh
@@ -127,7 +127,7 @@ def texture_figures(steps: int, grid: int) -> dict[str, Any]:
     v, f = prepare_mesh(v, f, 60_000)
     with tempfile.TemporaryDirectory() as tmp:
         ctx = smoke_context(Path(tmp), {"texture": {"steps": steps, "resolution_schedule": [[0, 64]]}})
-        stage = TextureStage(ctx, [(v, f)], [RadianceField(ctx.spec.field, gen=ctx.generator("bench"))], None)
+        stage = TextureStage(ctx, [(v, f)], [new_color_field(ctx.spec, ctx.generator("bench"))], None)
         t0 = time.perf_counter()
         for step in range(steps):
             stage.step(step)
@@ -148,7 +148,7 @@ def retexture_figures(steps: int) -> dict[str, Any]:
     from ..mesh.uv import unwrap
     from ..preview import psnr
     from ..priors.analytic import AnalyticPrior
-    from ..stages.mesh_pipeline import run_retexture
+    from ..pipeline import run_stages
     scene, _, _, sdf, color = _marker()
     v, f = DMTet.from_sdf_fn(sdf, TetGrid.cube(40, 0.8)).extract()
     v, f = clean_mesh(v.detach().numpy(), f.numpy(), 1500)  # the mesh scene is ray-cast brute force
@@ -165,7 +165,7 @@ def retexture_figures(steps: int) -> dict[str, Any]:
             "texture": {"steps": steps, "guidance_scale": 1.0, "resolution_schedule": [[0, 48]]},
             "camera": {"eval_views": 4}, "export": {"texture_size": 512}})
         t0 = time.perf_counter()
-        out = run_retexture(ctx)
+        out = run_stages(ctx)
         seconds = time.perf_counter() - t0
         cams = CameraSampler(ctx.spec.camera).held_out_orbit(128, 4)
         white = torch.ones(4, 128, 128, 3)
@@ -177,7 +177,7 @@ def retexture_figures(steps: int) -> dict[str, Any]:
 
 
 def export_figures(grid: int, texture_size: int) -> dict[str, Any]:
-    from ..field import RadianceField
+    from ..representation import new_color_field
     from ..mesh.cleanup import clean_mesh
     from ..mesh.dmtet import DMTet
     from ..mesh.tetgrid import TetGrid
@@ -185,7 +185,7 @@ def export_figures(grid: int, texture_size: int) -> dict[str, Any]:
     scene, _, _, sdf, _ = _marker()
     v, f = DMTet.from_sdf_fn(sdf, TetGrid.cube(grid, 0.8)).extract()
     raw_faces = int(f.shape[0])
-    field = RadianceField(make_spec("cpu-smoke").field, gen=torch.Generator().manual_seed(0))
+    field = new_color_field(make_spec("cpu-smoke"), torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         vc, fc = clean_mesh(v.detach().numpy(), f.numpy(), 100_000)

@@ -22,7 +22,7 @@ from ..mesh.regularizers import laplacian_smoothing, normal_consistency
 from ..mesh.render import render_mesh
 from ..preview import to_uint8
 from ..priors.base import Prior
-from ..stage_loop import PreviewImages
+from ..stage_loop import PreviewImages, Stage
 from .mesh_common import MeshStage
 
 DensityFn = Callable[[torch.Tensor], torch.Tensor]
@@ -68,9 +68,18 @@ class GeometryStage(MeshStage):
         self._setup_phi()
 
     @classmethod
-    def from_nerf(cls, ctx: JobContext, nerf: Any) -> "GeometryStage":
+    def for_job(cls, ctx: JobContext, earlier: dict[str, Stage]) -> GeometryStage:
+        """The pipeline's constructor (engine/stage_table.py): from stage 1's particles."""
+        return cls.from_nerf(ctx, earlier["nerf"])
+
+    @classmethod
+    def from_nerf(cls, ctx: JobContext, nerf: Any) -> GeometryStage:
         """From a NerfStage: each particle's density and background network."""
-        return cls(ctx, [p.field.density for p in nerf.particles], [p.background for p in nerf.particles])
+        return cls(ctx, [p.density for p in nerf.particles], [p.background for p in nerf.particles])
+
+    def results(self) -> dict[str, Any]:
+        return {self.name: {"faces": [int(f.shape[0]) for _, f in self.meshes()],
+                            "grid_resolution": self.cfg.grid_resolution}}
 
     def step(self, step: int) -> dict[str, float]:
         cfg, tm = self.cfg, self.timer

@@ -16,12 +16,13 @@ from ..cameras import CameraSampler, Cameras
 from ..context import JobContext
 from ..distill import distillation_loss
 from ..distill.phi_training import HoldsPhi, build_phi
-from ..field import Background, OccupancyGrid, RadianceField, choose_background
-from ..field.radiance import backend_for
+from ..field import choose_background
 from ..preview import normal_to_uint8, psnr, to_uint8
 from ..priors.base import Conditioning
-from ..render import RenderOutput, render_volume
-from ..spec import JobSpec, StageSpec
+from ..render import RenderOutput
+from ..report import write_contact_sheet
+from ..representation import Representation, make_representation
+from ..spec import StageSpec
 from ..stage_loop import PreviewImages, Stage
 from ..timing import PhaseTimer
 
@@ -29,21 +30,6 @@ from ..timing import PhaseTimer
 def resolution_at(stage: StageSpec, step: int) -> int:
     starts = [s for s, _ in stage.resolution_schedule]
     return stage.resolution_schedule[bisect.bisect_right(starts, step) - 1][1]
-
-
-class Particle(torch.nn.Module):
-    """One radiance field with its own background network and occupancy grid."""
-
-    def __init__(self, spec: JobSpec, gen: torch.Generator, device: torch.device | str = "cpu"):
-        super().__init__()
-        self.field = RadianceField(spec.field, gen=gen, backend=backend_for(device))
-        self.background = Background(gen=gen)
-        self.occupancy = OccupancyGrid(radius=spec.field.radius)
-
-    def render(self, cams: Cameras, backdrop: torch.Tensor, samples: int, radius: float,
-               gen: torch.Generator | None, normals: bool = False) -> RenderOutput:
-        return render_volume(self.field, cams, backdrop, samples, radius, gen=gen,
-                             occupancy=self.occupancy, want_normals=normals)
 
 
 def _optimizer(params: list[dict[str, Any]]) -> torch.optim.Optimizer:
@@ -63,14 +49,22 @@ class NerfStage(HoldsPhi, Stage):
         self.timer = PhaseTimer()
         self.sampler = CameraSampler(spec.camera)
         self.prior = ctx.prior()
+        # one Representation per particle (engine/representation): the stage never reaches inside it
         self.particles = torch.nn.ModuleList(
-            Particle(spec, self.gen, self.device) for _ in range(spec.particles)).to(self.device)
-        groups: list[dict[str, Any]] = []
-        for p in self.particles:
-            groups += p.field.param_groups(self.cfg)
-            groups.append({"params": list(p.background.parameters()), "lr": self.cfg.lr_background})
-        self.opt = _optimizer(groups)
+            make_representation(spec, self.gen, self.device) for _ in range(spec.particles)).to(self.device)
+        self.opt = _optimizer([g for p in self.particles for g in p.param_groups(self.cfg)])
         self.phi_trainer = build_phi(self.prior, self.cfg, self.gen, self.device)
+
+    @classmethod
+    def for_job(cls, ctx: JobContext, earlier: dict[str, Stage]) -> NerfStage:
+        """The pipeline's constructor (engine/stage_table.py): stage 1 starts from the blob init."""
+        return cls(ctx)
+
+    def results(self) -> dict[str, Any]:
+        """Held-out evaluation of stage 1 and its contact sheet (one row per particle)."""
+        metrics = self.evaluate(resolution_at(self.cfg, max(self.total - 1, 0)))
+        metrics["contact_sheet"] = write_contact_sheet(self.ctx, metrics.pop("images"), "contact_sheet.png")
+        return {self.name: metrics}
 
     # ----------------------------------------------------------------- step
     def step(self, step: int) -> dict[str, float]:
@@ -79,7 +73,7 @@ class NerfStage(HoldsPhi, Stage):
         tm.steps += 1
         with tm.phase("occupancy"):
             for p in self.particles:
-                p.occupancy.update(p.field, step)
+                p.update(step)
         self.opt.zero_grad(set_to_none=True)
         total_distill, grad_norm = 0.0, 0.0
         renders: list[tuple[torch.Tensor, Conditioning]] = []
@@ -88,7 +82,7 @@ class NerfStage(HoldsPhi, Stage):
                 cams = self.sampler.sample(cfg.batch_size, res, self.gen).to(self.device)
                 _, dirs = cams.rays()
                 backdrop = choose_background(spec.field.background, dirs, p.background, self.gen)
-                out = p.render(cams, backdrop, cfg.samples_per_ray, spec.field.radius, self.gen)
+                out = p.render(cams, backdrop, cfg.samples_per_ray, self.gen)
                 cond = Conditioning(cams, spec.prompt, self.sampler.view_prompts(spec.prompt, cams),
                                     spec.negative_prompt, backdrop.detach())
                 x0 = self.prior.encode(out.rgb)
@@ -123,8 +117,8 @@ class NerfStage(HoldsPhi, Stage):
         """Deterministic renders on a white backdrop (previews, evaluation, contact sheet)."""
         cams = cams.to(self.device)
         white = torch.ones(cams.batch, cams.height, cams.width, 3, device=self.device)
-        outs = [self.particles[particle].render(cams.index(i), white[i:i + 1], self.cfg.samples_per_ray,
-                                                self.spec.field.radius, None, normals=normals)
+        rep: Representation = self.particles[particle]
+        outs = [rep.render(cams.index(i), white[i:i + 1], self.cfg.samples_per_ray, None, normals=normals)
                 for i in range(cams.batch)]
         return RenderOutput(
             rgb=torch.cat([o.rgb for o in outs]), opacity=torch.cat([o.opacity for o in outs]),

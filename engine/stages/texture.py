@@ -1,13 +1,13 @@
 """Stage 3: texture. Geometry frozen; each particle's colour field is fine-tuned with VSD (a fresh
 ε_φ) on rasterised albedo renders (DESIGN.md §3, anchors-vsd.md §9).
 
-Text mode inherits the stage-1 RadianceField (its albedo head and hash grid) and background;
-re-texture mode starts a fresh field on the user's mesh, normalised into the unit sphere.
+Text mode inherits each stage-1 representation's colour field (for the radiance field: its albedo
+head and hash grid) and background; re-texture mode starts a fresh colour field on the user's mesh,
+normalised into the unit sphere.
 The mesh itself is part of the checkpoint, so `vsdream export` needs nothing else.
 """
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
@@ -15,12 +15,13 @@ import torch
 
 from ..checkpoint import CheckpointStore
 from ..context import JobContext
-from ..field import Background, RadianceField
-from ..field.radiance import backend_for
-from ..mesh.mesh_io import LoadedMesh
+from ..field import Background
+from ..mesh.mesh_io import DEFAULT_FACE_LIMIT, LoadedMesh, load_mesh
 from ..mesh.render import render_mesh
 from ..preview import psnr, to_uint8
-from ..stage_loop import PreviewImages
+from ..report import write_contact_sheet
+from ..representation import ColorField, new_color_field
+from ..stage_loop import PreviewImages, Stage
 from .mesh_common import MeshStage
 
 Mesh = tuple[torch.Tensor, torch.Tensor]  # vertices (V, 3) float, faces (F, 3) long
@@ -41,7 +42,7 @@ def prepare_mesh(vertices: torch.Tensor, faces: torch.Tensor, face_target: int, 
 class TextureStage(MeshStage):
     name = "texture"
 
-    def __init__(self, ctx: JobContext, meshes: list[Mesh], fields: list[RadianceField],
+    def __init__(self, ctx: JobContext, meshes: list[Mesh], fields: list[ColorField],
                  backgrounds: list[Background | None] | None = None, loaded: LoadedMesh | None = None):
         super().__init__(ctx, ctx.spec.texture)
         self.meshes = [(v.detach().to(self.device).float(), f.to(self.device).long()) for v, f in meshes]
@@ -54,23 +55,47 @@ class TextureStage(MeshStage):
 
     # ------------------------------------------------------------ factories
     @classmethod
-    def from_stages(cls, ctx: JobContext, nerf: Any, geometry: Any) -> "TextureStage":
-        """Text mode: GeometryStage surfaces (cleaned, decimated) + copies of the stage-1 fields.
+    def for_job(cls, ctx: JobContext, earlier: dict[str, Stage]) -> TextureStage:
+        """The pipeline's constructor (engine/stage_table.py): after stages 1 and 2 in text mode,
+        on the user's mesh in re-texture mode (MeshInputError before anything is written)."""
+        if "geometry" in earlier:
+            return cls.from_stages(ctx, earlier["nerf"], earlier["geometry"])
+        spec = ctx.spec
+        loaded = load_mesh(spec.input_mesh, face_limit=DEFAULT_FACE_LIMIT, decimate=spec.input_mesh_decimate)
+        ctx.log(f"re-texturing {loaded.source.name}: {loaded.mesh.num_faces} faces, "
+                f"{'its own UVs' if loaded.had_uvs else 'no UVs (will unwrap)'}"
+                + (", decimated" if loaded.decimated else ""))
+        return cls.from_mesh_file(ctx, loaded)
+
+    def results(self, resolution: int = 128) -> dict[str, Any]:
+        """Held-out evaluation of the textured meshes and their contact sheet (one row per particle);
+        in re-texture mode also what was loaded."""
+        metrics = self.evaluate(resolution, self.spec.camera.eval_views)
+        metrics["contact_sheet"] = write_contact_sheet(self.ctx, metrics.pop("images"), "mesh_contact_sheet.png")
+        out: dict[str, Any] = {self.name: metrics}
+        if self.loaded is not None:
+            m = self.loaded
+            out["input"] = {"path": str(m.source), "faces": m.mesh.num_faces, "vertices": int(len(m.mesh.vertices)),
+                            "had_uvs": m.had_uvs, "decimated": m.decimated}
+        return out
+
+    @classmethod
+    def from_stages(cls, ctx: JobContext, nerf: Any, geometry: Any) -> TextureStage:
+        """Text mode: GeometryStage surfaces (cleaned, decimated) + copies of the stage-1 colour fields.
         When stage 3 has a checkpoint its meshes replace these, so the clean-up is skipped."""
         resuming = bool(CheckpointStore(ctx.run.ckpt).list(cls.name))
         meshes = [(v, f) if resuming else prepare_mesh(v, f, ctx.spec.export.face_target, ctx.spec.field.radius)
                   for v, f in geometry.meshes()]
-        fields = [copy.deepcopy(p.field) for p in nerf.particles]
+        fields = [p.color_field() for p in nerf.particles]
         return cls(ctx, meshes, fields, [p.background for p in nerf.particles])
 
     @classmethod
-    def from_mesh_file(cls, ctx: JobContext, loaded: LoadedMesh) -> "TextureStage":
-        """Re-texture mode: the user's mesh as loaded (vertex order kept), fresh fields per particle."""
+    def from_mesh_file(cls, ctx: JobContext, loaded: LoadedMesh) -> TextureStage:
+        """Re-texture mode: the user's mesh as loaded (vertex order kept), fresh colour fields per particle."""
         v = torch.from_numpy(loaded.mesh.vertices).float()
         f = torch.from_numpy(loaded.mesh.faces).long()
         gen = ctx.generator("texture-init")
-        backend = backend_for(ctx.device)
-        fields = [RadianceField(ctx.spec.field, gen=gen, backend=backend) for _ in range(ctx.spec.particles)]
+        fields = [new_color_field(ctx.spec, gen, ctx.device) for _ in range(ctx.spec.particles)]
         # no trained background network here: backdrops are random solid colours
         return cls(ctx, [(v, f)] * len(fields), fields, None, loaded)
 
