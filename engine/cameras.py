@@ -37,14 +37,6 @@ class Cameras:
     def focal(self) -> torch.Tensor:
         return 0.5 * self.height / torch.tan(0.5 * self.fov_y)
 
-    def intrinsics(self) -> torch.Tensor:
-        """(B, 3, 3) pixel intrinsics with the principal point at the image centre."""
-        f = self.focal()
-        k = torch.zeros(self.batch, 3, 3, dtype=self.c2w.dtype, device=self.device)
-        k[:, 0, 0], k[:, 1, 1] = f, f
-        k[:, 0, 2], k[:, 1, 2], k[:, 2, 2] = self.width / 2, self.height / 2, 1.0
-        return k
-
     def rays(self) -> tuple[torch.Tensor, torch.Tensor]:
         """World-space ray origins and unit directions, each (B, H, W, 3), top row first."""
         dev, dt = self.device, self.c2w.dtype

@@ -40,16 +40,6 @@ def _knn(a: torch.Tensor, b: torch.Tensor, k: int = 1, chunk: int = 1024) -> tup
     return torch.cat(out_d), torch.cat(out_i)
 
 
-def _nearest(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return _knn(a, b)[0][:, 0]
-
-
-def chamfer_l1(a: torch.Tensor, b: torch.Tensor) -> float:
-    """½(mean_a min_b ‖a−b‖ + mean_b min_a ‖a−b‖) of two point clouds (Euclidean, not squared)."""
-    a, b = a.detach().float().cpu(), b.detach().float().cpu()
-    return float(0.5 * (_nearest(a, b).mean() + _nearest(b, a).mean()))
-
-
 def point_triangle_distance(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Exact distance (N,) from points to triangles (all (N, 3)), by the closest-point regions."""
     ab, ac, ap = b - a, c - a, p - a

@@ -70,12 +70,6 @@ def _frame(axis: Vec3) -> Frame:
     return tuple(tuple(float(v) for v in row) for row in (x, y, z))  # type: ignore[return-value]
 
 
-def rot_z(degrees: float) -> Frame:
-    """Local axes of a primitive turned by `degrees` about world Z."""
-    a = math.radians(degrees)
-    return ((math.cos(a), math.sin(a), 0.0), (-math.sin(a), math.cos(a), 0.0), (0.0, 0.0, 1.0))
-
-
 def sphere(center: Vec3, radius: float, color: Vec3) -> Primitive:
     return Primitive("sphere", center, (radius,), color)
 
