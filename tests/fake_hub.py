@@ -23,7 +23,7 @@ class FakeRepo:
     state: str = "ok"  # 'ok' | 'gone' | 'gated'
 
     @classmethod
-    def from_folder(cls, folder: Path, skip: tuple[str, ...] = ()) -> "FakeRepo":
+    def from_folder(cls, folder: Path, skip: tuple[str, ...] = ()) -> FakeRepo:
         files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in Path(folder).rglob("*") if p.is_file()}
         return cls({k: v for k, v in files.items() if not any(k.startswith(s) for s in skip)})
 
@@ -36,6 +36,9 @@ class FakeHub:
     def __init__(self) -> None:
         self.repos: dict[str, FakeRepo] = {}
         self.downloaded: list[tuple[str, str]] = []  # (repo, file) of every GET of a file
+        self.ranges: list[tuple[str, int]] = []  # (file, first byte) of every GET with a Range header
+        self.stall: dict[str, int] = {}  # file -> send only this many bytes, then hold the connection
+        self.release = threading.Event()  # set: stalled replies end (their client then sees a short read)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -43,11 +46,12 @@ class FakeHub:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def __enter__(self) -> "FakeHub":
+    def __enter__(self) -> FakeHub:
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        self.release.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -104,9 +108,40 @@ class FakeHub:
                     if self.command == "GET":
                         hub.downloaded.append(("/".join(parts[:2]), name))
                     etag = hashlib.sha256(data).hexdigest() if _is_lfs(name) else hashlib.sha1(data).hexdigest()
-                    return self._reply(200, data, {"X-Repo-Commit": COMMIT, "ETag": f'"{etag}"'},
-                                       content_type="application/octet-stream")
+                    headers = {"X-Repo-Commit": COMMIT, "ETag": f'"{etag}"', "Accept-Ranges": "bytes"}
+                    first = self._range_start(name)
+                    if first is None and name in hub.stall and self.command == "GET":
+                        return self._stalled(data, hub.stall[name], headers)
+                    if first is not None:  # bytes=N- : the rest of the file, as a 206
+                        headers["Content-Range"] = f"bytes {first}-{len(data) - 1}/{len(data)}"
+                        self.send_response(206)
+                        self.send_header("Content-Length", str(len(data) - first))
+                        for k, v in headers.items():
+                            self.send_header(k, v)
+                        self.end_headers()
+                        self.wfile.write(data[first:])
+                        return
+                    return self._reply(200, data, headers, content_type="application/octet-stream")
                 self._reply(404, b"{}")
+
+            def _range_start(self, name: str) -> int | None:
+                spec = self.headers.get("Range", "")
+                if self.command != "GET" or not spec.startswith("bytes=") or not spec.endswith("-"):
+                    return None
+                first = int(spec[len("bytes="):-1])
+                hub.ranges.append((name, first))
+                return first
+
+            def _stalled(self, data: bytes, keep: int, headers: dict[str, str]) -> None:
+                """Announce the whole file, send `keep` bytes, then hang until released (a dropped link)."""
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data[:keep])
+                self.wfile.flush()
+                hub.release.wait(60)
 
             @staticmethod
             def _tree_entry(name: str, data: bytes) -> dict:

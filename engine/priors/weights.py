@@ -19,11 +19,12 @@ from ..errors import WeightsMissing
 from .hub_errors import from_hub_error
 from .model_ids import (DEFAULT_MODEL, DEFAULT_PHI_MODEL, REMOVED, equivalent_ids, fetch_command,
                         known_text_family, mirror_of)
+from .resumable import RemoteFile, list_remote, prefetch_large
 from .weight_files import (ALL_PARTS, PHI_PARTS, TEXT_PARTS, fetch_files, missing_files, missing_parts,
                            text_encoder_identity)
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_PHI_MODEL", "ResolvedModel", "cached_path", "download", "fetch_command",
-           "hub_cache_dir", "is_offline", "missing_files", "phi_parts", "resolve_model"]
+           "hub_cache_dir", "is_offline", "missing_files", "phi_parts", "plan_fetch", "resolve_model"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -109,25 +110,42 @@ def phi_parts(pretrained_repo: str | None, phi_id: str) -> tuple[str, ...]:
     return PHI_PARTS if shared else PHI_PARTS + TEXT_PARTS
 
 
-def download(model_id: str, parts: Iterable[str] = ALL_PARTS) -> Path:
-    """Download `parts` of `model_id` (its mirror for a removed id) into the hub cache, fp16
-    variants where the repo has them; files already cached are not fetched again."""
+def plan_fetch(model_id: str, parts: Iterable[str] = ALL_PARTS) -> tuple[str, list[RemoteFile]]:
+    """(repo, files to fetch with sizes) for `parts` of `model_id` (its mirror for a removed id):
+    configs, tokenizer and one weights file per part, fp16 variants where the repo has them."""
     parts = tuple(parts)
     cache, repo = hub_cache_dir(), mirror_of(model_id)
     if is_offline():
         raise WeightsMissing(
             f"cannot fetch '{repo}': HF_HUB_OFFLINE is set (cache: {cache})",
             hint=f"unset HF_HUB_OFFLINE on a machine with internet access and run: {fetch_command(repo)}")
-    from huggingface_hub import HfApi, snapshot_download
     try:
-        repo_files = HfApi(endpoint=hub_endpoint()).list_repo_files(repo)
-        wanted = fetch_files(repo_files, parts)
-        lacking = missing_parts(wanted, parts)
-        if lacking:
-            raise WeightsMissing(f"'{repo}' is not a diffusers Stable Diffusion repository "
-                                 f"(it has no {', '.join(lacking)})",
-                                 hint="use a diffusers-format Stable Diffusion repository or --model PATH")
-        folder = Path(snapshot_download(repo, cache_dir=cache, allow_patterns=wanted, endpoint=hub_endpoint()))
+        listing = list_remote(repo, hub_endpoint())
+    except Exception as exc:  # gone, gated, network, other: each with its own message and fix
+        raise from_hub_error(repo, exc, cache) from exc
+    wanted = fetch_files([f.path for f in listing], parts)
+    lacking = missing_parts(wanted, parts)
+    if lacking:
+        raise WeightsMissing(f"'{repo}' is not a diffusers Stable Diffusion repository "
+                             f"(it has no {', '.join(lacking)})",
+                             hint="use a diffusers-format Stable Diffusion repository or --model PATH")
+    keep = set(wanted)
+    return repo, [f for f in listing if f.path in keep]
+
+
+def download(model_id: str, parts: Iterable[str] = ALL_PARTS,
+             plan: tuple[str, list[RemoteFile]] | None = None) -> Path:
+    """Download `parts` of `model_id` (its mirror for a removed id) into the hub cache, fp16
+    variants where the repo has them; files already cached are not fetched again, and a large
+    file an earlier run left half-done continues where it stopped (resumable.py)."""
+    parts = tuple(parts)
+    repo, files = plan or plan_fetch(model_id, parts)
+    cache = hub_cache_dir()
+    from huggingface_hub import snapshot_download
+    try:
+        prefetch_large(repo, files, cache, hub_endpoint())
+        folder = Path(snapshot_download(repo, cache_dir=cache, allow_patterns=[f.path for f in files],
+                                        endpoint=hub_endpoint()))
     except WeightsMissing:
         raise
     except Exception as exc:  # gone, gated, network, other: each with its own message and fix
