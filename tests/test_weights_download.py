@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from fake_hub import FakeHub, FakeRepo
 
 from engine.fetch_report import PREFIX
 from engine.priors.resumable import PART_SUFFIX, RemoteFile, bytes_present, free_bytes, storage_dir
 from engine.priors.sd_builder import write_folder
-from fake_hub import FakeHub, FakeRepo
 
 REPO = "someone/tiny-sd"
 UNET = "unet/diffusion_pytorch_model.safetensors"
