@@ -2,9 +2,9 @@
 
     python build_addon.py [--out dist] [--no-validate]
 
-The zip holds blender_addon/ (as the extension root), server/protocol.py and server/tls_pin.py
-copied in as protocol.py and tls_pin.py (the add-on's only copies of the wire format and of the
-pinned-TLS client for remote engines; the source tree keeps one of each), and
+The zip holds blender_addon/ (as the extension root), the server/protocol/ package and
+server/tls_pin.py copied in as protocol/ and tls_pin.py (the add-on's only copies of the wire format
+and of the pinned-TLS client for remote engines; the source tree keeps one of each), and
 backend/ with engine/, server/, pyproject.toml and requirements.txt, from which the add-on's
 "Set up engine" builds the engine's own virtual environment. The result is built and then
 validated with blender_ext.py, the extension tool that ships inside the bpy wheel.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 ADDON = ROOT / "blender_addon"
-SHARED_WITH_ADDON = ("protocol.py", "tls_pin.py")  # stdlib-only server modules the add-on imports
+SHARED_WITH_ADDON = ("protocol", "tls_pin.py")  # stdlib-only server package / module the add-on imports
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "*.egg-info")
 
 
@@ -57,7 +57,10 @@ def stage(dest: Path) -> Path:
         shutil.rmtree(dest)
     shutil.copytree(ADDON, dest, ignore=IGNORE)
     for shared in SHARED_WITH_ADDON:
-        shutil.copy2(ROOT / "server" / shared, dest / shared)
+        if (ROOT / "server" / shared).is_dir():
+            shutil.copytree(ROOT / "server" / shared, dest / shared, ignore=IGNORE)
+        else:
+            shutil.copy2(ROOT / "server" / shared, dest / shared)
     backend = dest / "backend"
     for pkg in ("engine", "server"):
         shutil.copytree(ROOT / pkg, backend / pkg, ignore=IGNORE)

@@ -1,7 +1,7 @@
 """The wire protocol module (and its TLS pinning client), from wherever this copy of the add-on can see them.
 
-build_addon.py copies server/protocol.py and server/tls_pin.py into the zip as <addon>/protocol.py
-and <addon>/tls_pin.py, so an installed add-on imports its bundled copies. A source checkout has
+build_addon.py copies the server/protocol/ package and server/tls_pin.py into the zip as
+<addon>/protocol/ and <addon>/tls_pin.py, so an installed add-on imports its bundled copies. A source checkout has
 no copy (one file, one owner): there the repository's server/ modules are used, found through
 sys.path or the folder above the add-on.
 """

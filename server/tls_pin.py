@@ -4,7 +4,7 @@ A remote engine (`--allow-remote`) serves TLS with a self-signed certificate and
 SHA-256 fingerprint. No certificate authority is involved: the client skips chain and host-name
 checks and instead compares the SHA-256 of the certificate the server presents with the
 fingerprint the user copied from the engine. build_addon.py bundles this file into the add-on
-next to protocol.py, so Blender and Python callers share one implementation.
+next to the protocol package, so Blender and Python callers share one implementation.
 """
 from __future__ import annotations
 

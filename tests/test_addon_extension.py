@@ -56,11 +56,14 @@ def test_zip_builds_validates_installs_and_enables(tmp_path):
     zip_path = build_addon.build(out_dir=tmp_path / "dist", work=tmp_path / "build")  # validates too
     assert zip_path.name == f"vsdream-{build_addon.manifest_version()}.zip"
     names = set(zipfile.ZipFile(zip_path).namelist())
-    assert {"blender_manifest.toml", "__init__.py", "protocol.py", "tls_pin.py", "backend/requirements.txt",
+    protocol_files = sorted(f"protocol/{f.name}" for f in (addon_helpers.ROOT / "server/protocol").glob("*.py"))
+    assert len(protocol_files) >= 5  # the package and its modules (framing, validation, messages, channel)
+    assert {"blender_manifest.toml", "__init__.py", "tls_pin.py", "backend/requirements.txt", *protocol_files,
             "backend/engine/spec.py", "backend/server/__main__.py", "backend/pyproject.toml"} <= names
     assert not any("__pycache__" in n for n in names)
-    # the zip's protocol.py is the server's file, byte for byte (one source of truth)
-    assert zipfile.ZipFile(zip_path).read("protocol.py") == (addon_helpers.ROOT / "server/protocol.py").read_bytes()
+    # the zip's protocol/ is the server's package, byte for byte (one source of truth)
+    for name in protocol_files:
+        assert zipfile.ZipFile(zip_path).read(name) == (addon_helpers.ROOT / "server" / name).read_bytes(), name
     assert zipfile.ZipFile(zip_path).read("tls_pin.py") == (addon_helpers.ROOT / "server/tls_pin.py").read_bytes()
 
     script = tmp_path / "scenario.py"

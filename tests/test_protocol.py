@@ -212,16 +212,22 @@ def test_remote_error_becomes_protocol_error():
     assert info.value.code == "busy" and info.value.hint
 
 
-def test_protocol_module_is_pure_stdlib():
-    """The Blender add-on bundles server/protocol.py as-is: nothing but the standard library."""
-    tree = ast.parse(Path(P.__file__).read_text(encoding="utf-8"))
+def test_protocol_package_is_pure_stdlib():
+    """The Blender add-on bundles the server/protocol/ package as-is: nothing but the standard library,
+    and relative imports only of its own modules (so it imports as server.protocol and <addon>.protocol)."""
+    package = Path(P.__file__).parent
+    own = {f.stem for f in package.glob("*.py")}
+    assert {"__init__", "framing", "validation", "messages", "channel"} <= own
     names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, "no relative imports in protocol.py"
-            names.add(node.module.split(".")[0])
+    for source in package.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level:
+                where = f"{source.name}: from {'.' * node.level}{node.module or ''} import ..."
+                assert node.level == 1 and node.module in own, where
+            elif isinstance(node, ast.ImportFrom):
+                names.add(node.module.split(".")[0])
     assert names and names <= set(sys.stdlib_module_names) | {"__future__"}, names
 
 
