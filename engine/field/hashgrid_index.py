@@ -43,7 +43,11 @@ def corner_indices_weights(u: torch.Tensor, res: torch.Tensor, dense: torch.Tens
             torch.bitwise_xor(hxy[2 * bx + by], h[2][bz], out=idx[c, n_dense:])
     wx, wy, wz = ((1.0 - frac[a], frac[a]) for a in range(3))
     wxy = [wx[bx] * wy[by] for bx in (0, 1) for by in (0, 1)]
-    w = torch.stack([wxy[2 * bx + by] * wz[bz] for bx, by, bz in bits])
+    if u.requires_grad:  # the weights carry u's graph (normals): autograd needs stack, not out=
+        return idx, torch.stack([wxy[2 * bx + by] * wz[bz] for bx, by, bz in bits])
+    w = torch.empty(8, n_levels, n, dtype=frac.dtype, device=u.device)  # written in place: no stack copy
+    for c, (bx, by, bz) in enumerate(bits):
+        torch.mul(wxy[2 * bx + by], wz[bz], out=w[c])
     return idx, w
 
 
