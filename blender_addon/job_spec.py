@@ -4,7 +4,18 @@ Blender stores angles in radians; the JobSpec speaks degrees (engine/spec.py Cam
 """
 import math
 
+# the engine's stage table (engine/stage_table.py) as bundled; an engine check reports the current one
 STAGE_NAMES = ("nerf", "geometry", "texture")
+
+
+def stage_names(info: dict | None = None) -> list:
+    """The text-mode stages, in order, from an engine check report (`info["stages"]`), else the bundled
+    list. A stage the engine has and this add-on does not know yet is kept: it runs with its defaults."""
+    table = (info or {}).get("stages")
+    if not isinstance(table, list):
+        return list(STAGE_NAMES)
+    names = [e.get("name") for e in table if isinstance(e, dict) and "text" in (e.get("modes") or [])]
+    return [n for n in names if isinstance(n, str)] or list(STAGE_NAMES)
 
 
 def _deg_pair(lo: float, hi: float) -> list:
@@ -12,7 +23,8 @@ def _deg_pair(lo: float, hi: float) -> list:
     return [round(math.degrees(lo), 3), round(math.degrees(hi), 3)]
 
 
-def build_request(settings, prefs=None, mode: str = "text", extra: dict | None = None) -> dict:
+def build_request(settings, prefs=None, mode: str = "text", extra: dict | None = None,
+                  engine_info: dict | None = None) -> dict:
     """{'preset': name, 'overrides': {...}} from a VSDREAM_PG_settings-like object.
 
     `extra` is merged last (nested dicts merge), e.g. {'nerf': {'steps': 30}} in tests."""
@@ -34,7 +46,9 @@ def build_request(settings, prefs=None, mode: str = "text", extra: dict | None =
         "export": {"texture_size": int(settings.texture_size)},
     }
     preview_every = int(getattr(prefs, "preview_every", 0) or 0)
-    for name in STAGE_NAMES:
+    for name in stage_names(engine_info):
+        if name not in STAGE_NAMES:
+            continue  # an engine stage this add-on has no switch for: it runs with the engine's defaults
         stage = {"enabled": name in stages if mode == "text" else name == "texture"}
         if preview_every:
             stage["preview_every"] = preview_every
