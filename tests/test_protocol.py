@@ -249,3 +249,15 @@ def test_limit_lets_the_caller_change_caps_between_frames():
     reader.max_payload = P.MAX_PAYLOAD_BYTES
     (frame,) = reader.feed()
     assert frame.type == "submit" and frame.payload == b"m" * 100 and reader.buffered == 0
+
+
+def test_error_frames_carry_the_default_hint_the_request_id_and_the_job():
+    frame = P.error("busy", "queue full", re_id=7, job_id="j1")
+    assert list(frame.header) == ["type", "code", "message", "hint", "problems", "fatal", "re", "job_id"]
+    assert frame.header["hint"] == P.ERROR_HINTS["busy"] and frame["re"] == 7 and frame["job_id"] == "j1"
+    bad = P.problem("offset", -1, "an integer in [0, 2^53 - 1]")
+    fatal = P.FrameError("cut off").to_frame("r1")
+    assert fatal.header == {"type": "error", "code": "bad_frame", "message": "cut off",
+                            "hint": P.ERROR_HINTS["bad_frame"], "problems": [], "fatal": True, "re": "r1"}
+    assert "re" not in P.ProtocolError("invalid_message", "m", problems=[bad]).to_frame().header
+    assert P.validate(P.error("internal", "x", hint="", problems=[bad]).header, "server") == []
