@@ -2,21 +2,26 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
+from .devices import pick_device
 from .events import EventSink, Log
 from .priors.base import Prior
 from .run_dir import RunDir
 from .spec import JobSpec
 
 
+def mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """auto: CUDA, then Apple's MPS, then the CPU (engine/devices.py has the rules)."""
+    return torch.device(pick_device(name, torch.cuda.is_available(), mps_available()))
 
 
 @dataclass

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from ..devices import precision_for
 from ..spec import FieldProblem, JobSpec, SpecError, StageSpec
 from .base import Conditioning, Prior, VariationalScore
 from .sd_builder import RANDOM_MODELS, build_random
@@ -35,22 +36,16 @@ PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float
 
 
 def default_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
-    """The frozen UNets' and VAE's dtype: fp16 on CUDA unless asked otherwise, fp32 elsewhere.
+    """The frozen UNets' and VAE's dtype: fp16 on CUDA and MPS unless asked otherwise, fp32 on CPUs.
 
     fp16 rather than bf16 by default: bf16 keeps 8 mantissa bits to fp16's 11, and classifier-free
     guidance multiplies the rounding of ε_c − ε_u by 7.5 (100 in the geometry stage); both
     reference implementations run these models in fp16. bf16 stays an option (`precision`).
     CPUs compute in fp32 whatever is asked: half-precision convolutions there are slow or missing.
+    The rules, MPS's included, are engine/devices.py's precision_for.
     """
-    if device.type != "cuda":
-        return torch.float32
-    if precision == "auto":
-        return torch.float16
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r}: use one of auto, {', '.join(PRECISIONS)}")
-    if PRECISIONS[precision] is torch.bfloat16 and not torch.cuda.is_bf16_supported():
-        raise ValueError("precision 'bf16' is not supported by this GPU: use 'fp16' (the default)")
-    return PRECISIONS[precision]
+    bf16_ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return PRECISIONS[precision_for(device.type, precision, bf16_ok)]
 
 
 def native_image_size(unet: torch.nn.Module, vae: torch.nn.Module) -> int:

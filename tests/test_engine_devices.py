@@ -1,0 +1,64 @@
+"""Device choice and precision rules, Apple's MPS included (pure functions: no Mac needed to test them)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from engine.devices import pick_device, precision_for
+
+
+@pytest.mark.parametrize("cuda,mps,expected", [(True, True, "cuda"), (True, False, "cuda"), (False, True, "mps"),
+                                               (False, False, "cpu")])
+def test_auto_prefers_cuda_then_mps_then_cpu(cuda, mps, expected):
+    assert pick_device("auto", cuda, mps) == expected
+
+
+def test_explicit_devices_and_errors():
+    assert pick_device("mps", False, True) == "mps"
+    assert pick_device("cuda:1", False, False) == "cuda:1"  # torch itself reports a missing CUDA
+    assert pick_device("cpu", True, True) == "cpu"
+    with pytest.raises(ValueError, match="Apple Silicon"):
+        pick_device("mps", True, False)
+    with pytest.raises(ValueError, match="use auto, cpu"):
+        pick_device("rocm", True, True)
+
+
+@pytest.mark.parametrize("device,precision,bf16_ok,expected", [
+    ("cuda", "auto", True, "fp16"), ("cuda", "fp16", False, "fp16"), ("cuda", "bf16", True, "bf16"),
+    ("cuda", "fp32", False, "fp32"),
+    ("mps", "auto", False, "fp16"), ("mps", "fp16", False, "fp16"), ("mps", "fp32", False, "fp32"),
+    ("mps", "bf16", False, "fp32"), ("mps", "bf16", True, "fp32"),  # bf16 → fp32 on Apple GPUs
+    ("cpu", "auto", False, "fp32"), ("cpu", "fp16", True, "fp32"), ("cpu", "bf16", True, "fp32"),
+])
+def test_precision_rules(device, precision, bf16_ok, expected):
+    assert precision_for(device, precision, bf16_ok) == expected
+
+
+def test_precision_errors_name_the_fix():
+    with pytest.raises(ValueError, match="use 'fp16'"):
+        precision_for("cuda", "bf16", bf16_ok=False)
+    with pytest.raises(ValueError, match="auto, fp16, bf16, fp32"):
+        precision_for("mps", "fp8")
+
+
+def test_sd_dtype_follows_the_rules_on_mps_and_cpu():
+    from engine.priors.sd import default_dtype
+    assert default_dtype(torch.device("mps")) == torch.float16
+    assert default_dtype(torch.device("mps"), "bf16") == torch.float32
+    assert default_dtype(torch.device("cpu"), "fp16") == torch.float32
+
+
+def test_resolve_device_on_this_machine():
+    from engine.context import mps_available, resolve_device
+    expected = "cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu"
+    assert resolve_device("auto").type == expected
+
+
+def test_mps_fallback_is_set_before_torch_loads():
+    code = ("import sys, os, engine; print('torch' in sys.modules, os.environ.get('PYTORCH_ENABLE_MPS_FALLBACK'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={k: v for k, v in __import__("os").environ.items() if k != "PYTORCH_ENABLE_MPS_FALLBACK"})
+    assert out.stdout.split() == ["False", "1"]
