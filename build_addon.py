@@ -5,7 +5,8 @@
 The zip holds blender_addon/ (as the extension root), the server/protocol/ package and
 server/tls_pin.py copied in as protocol/ and tls_pin.py (the add-on's only copies of the wire format
 and of the pinned-TLS client for remote engines; the source tree keeps one of each), and
-backend/ with engine/, server/, pyproject.toml and requirements.txt, from which the add-on's
+backend/ with engine/, server/, pyproject.toml, requirements.txt and constraints.txt (the versions
+this environment runs, pinned), from which the add-on's
 "Set up engine" builds the engine's own virtual environment. The result is built and then
 validated with blender_ext.py, the extension tool that ships inside the bpy wheel.
 """
@@ -51,6 +52,30 @@ def requirements(pyproject: Path = ROOT / "pyproject.toml") -> list[str]:
     return list(tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"])
 
 
+def _dist_name(requirement: str) -> str:
+    """PEP 503 normalised name at the start of a requirement string."""
+    return re.sub(r"[-_.]+", "-", re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement).group(1)).lower()
+
+
+def constraints(reqs: list[str] | None = None) -> list[str]:
+    """`name==version` for the engine's requirements and all they pull in, as installed where this
+    build runs (the environment `make test` ran); extras left out, local labels dropped
+    (torch 2.13.0+cpu pins torch==2.13.0, which the CPU and CUDA wheel indexes both satisfy)."""
+    from importlib import metadata
+    todo, pins = [_dist_name(r) for r in (requirements() if reqs is None else reqs)], {}
+    while todo:
+        name = todo.pop()
+        if name in pins:
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        pins[name] = dist.version.split("+")[0]
+        todo += [_dist_name(r) for r in dist.requires or [] if not re.search(r"\bextra\s*==", r)]
+    return [f"{name}=={version}" for name, version in sorted(pins.items())]
+
+
 def stage(dest: Path) -> Path:
     """Lay out the extension folder; returns it."""
     if dest.exists():
@@ -69,6 +94,7 @@ def stage(dest: Path) -> Path:
     if readme.exists():
         shutil.copy2(readme, backend / "README.md")
     (backend / "requirements.txt").write_text("\n".join(requirements()) + "\n", encoding="utf-8")
+    (backend / "constraints.txt").write_text("\n".join(constraints()) + "\n", encoding="utf-8")
     return dest
 
 
