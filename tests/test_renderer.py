@@ -259,3 +259,125 @@ def test_cuda_march_jitter_follows_the_job_generator_not_the_global_one():
     torch.cuda.set_rng_state(global_state)
     assert torch.equal(a.depth, b.depth) and torch.equal(a.depth, d.depth)
     assert not torch.equal(a.depth, c.depth)
+
+
+def _blob_scene(res: int = 24) -> tuple[RadianceField, OccupancyGrid, Cameras]:
+    field = _blob()
+    grid = OccupancyGrid(1.0, resolution=32)
+    grid.update(field, 0)
+    cams = make_cameras(torch.tensor([0.3, -0.2]), torch.tensor([0.7, 2.0]), torch.tensor([2.4, 2.2]),
+                        torch.tensor([0.8, 0.7]), res, res)
+    return field, grid, cams
+
+
+def _render_and_grads(method: str, chunk: int = 1 << 18, eps: float = 0.0, normals: bool = False):
+    field, grid, cams = _blob_scene()
+    out = render_volume(field, cams, white(cams) * 0.3, 40, 1.0, gen=torch.Generator().manual_seed(7), occupancy=grid,
+                        want_normals=normals, early_stop_eps=eps, method=method, chunk=chunk)
+    (out.rgb.square().sum() + out.depth.sum()).backward()
+    return out, {n: p.grad.clone() for n, p in field.named_parameters()}
+
+
+def test_packed_render_matches_nerfacc_batched_functions_values_and_gradients():
+    ref, ref_grads = _render_and_grads("batched", normals=True)
+    out, grads = _render_and_grads("packed", normals=True)
+    assert 0.05 < float(ref.opacity.detach().mean()) < 0.95  # the blob covers part of the image
+    for key in ("rgb", "opacity", "depth", "normal"):
+        assert torch.allclose(getattr(out, key), getattr(ref, key), atol=1e-5, rtol=0), key
+    for name, g in ref_grads.items():
+        assert g.abs().sum() > 0 and torch.allclose(grads[name], g, atol=1e-5, rtol=1e-4), name
+
+
+def test_packed_render_in_checkpointed_chunks_gives_the_same_gradients():
+    whole, whole_grads = _render_and_grads("packed")
+    chunked, chunked_grads = _render_and_grads("packed", chunk=1000)  # several chunks → checkpointed
+    assert torch.allclose(whole.rgb, chunked.rgb, atol=1e-6)
+    for name, g in whole_grads.items():
+        assert torch.allclose(chunked_grads[name], g, atol=1e-6, rtol=1e-5), name
+
+
+def test_packed_early_stop_matches_the_batched_early_stop():
+    field = _blob()
+    with torch.no_grad():
+        field.density_net[-1].bias += 30.0  # σ ≥ 20 everywhere: rays saturate early
+    cams = looking_down([(0.0, 0.0), (0.2, 0.1)], size=8, fov_deg=40.0)
+    counts = {}
+    outs = {}
+    for method, eps in (("batched", 1e-4), ("packed", 1e-4), ("packed", 0.0)):
+        counting = Counting(field)
+        outs[method, eps] = render_volume(counting, cams, white(cams), 32, 1.0, early_stop_eps=eps, method=method)
+        counts[method, eps] = counting.points
+    assert counts["packed", 1e-4] == counts["batched", 1e-4] < 0.6 * counts["packed", 0.0]
+    assert torch.allclose(outs["packed", 1e-4].rgb, outs["batched", 1e-4].rgb, atol=1e-6)
+    assert torch.allclose(outs["packed", 1e-4].rgb, outs["packed", 0.0].rgb, atol=2e-4)
+
+
+def test_packed_weights_match_nerfacc_batched_weights_for_random_densities():
+    import nerfacc
+
+    from engine.render.packed import PackedSamples, transmittance_weights
+    gen = torch.Generator().manual_seed(0)
+    rays, bins = 5, 12
+    t = torch.sort(torch.rand(rays, bins + 1, generator=gen) * 3, dim=1).values
+    sigma = torch.rand(rays, bins, generator=gen) * 4 * (torch.rand(rays, bins, generator=gen) > 0.4)
+    keep = sigma > 0  # the packed list holds only non-empty samples; ray 4 may hold none
+    sigma[4] = 0.0
+    keep[4] = False
+    r, b = keep.nonzero(as_tuple=True)
+    s = PackedSamples(r, b, t[:, :-1][r, b], t[:, 1:][r, b], t[:, :-1][r, b], torch.zeros(r.shape[0], 3), rays, bins)
+    dense = sigma.clone().requires_grad_(True)
+    packed = sigma[r, b].clone().requires_grad_(True)
+    ref, _, _ = nerfacc.render_weight_from_density(t[:, :-1], t[:, 1:], dense)
+    w, trans = transmittance_weights(packed, s)
+    assert torch.allclose(w, ref[r, b], atol=1e-6, rtol=0) and float(ref[~keep].abs().max()) == 0.0
+    g = torch.randn(rays, bins, generator=gen)
+    (ref * g).sum().backward()
+    (w * g[r, b]).sum().backward()
+    assert torch.allclose(packed.grad, dense.grad[r, b], atol=1e-6, rtol=0)
+
+
+def test_packed_render_keeps_little_per_occupied_sample_for_backward():
+    from engine.bench.saved_tensors import saved_bytes
+    field, grid, cams = _blob_scene(32)
+    per_sample = {}
+    for method, chunk in (("packed", 2048), ("batched", 1 << 18)):
+        counting = Counting(field)
+
+        def render(counting=counting, method=method, chunk=chunk):
+            return render_volume(counting, cams, white(cams), 48, 1.0, occupancy=grid, method=method, chunk=chunk)
+
+        _, nbytes = saved_bytes(render, exclude=list(field.parameters()))
+        per_sample[method] = nbytes / counting.points
+    assert per_sample["packed"] <= 100, per_sample  # points, σ, albedo and compositing only
+    assert per_sample["batched"] > 5 * per_sample["packed"], per_sample
+
+
+def test_bad_render_method_and_chunk_are_explained():
+    cams = looking_down([(0.0, 0.0)], size=4)
+    with pytest.raises(ValueError, match="method.*'packed'"):
+        render_volume(Slab(1.0, 1.0), cams, white(cams), 8, 1.0, method="fast")
+    with pytest.raises(ValueError, match="chunk"):
+        render_volume(Slab(1.0, 1.0), cams, white(cams), 8, 1.0, chunk=0)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="method='nerfacc' needs CUDA"):
+            render_volume(Slab(1.0, 1.0), cams, white(cams), 8, 1.0, method="nerfacc")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA; CPU twin: the batched comparison above")
+def test_cuda_packed_weights_match_nerfacc_packed_functions():
+    import nerfacc
+
+    from engine.render import volume
+    from engine.render.packed import sample_packed, transmittance_weights
+    if not volume._nerfacc_kernels():
+        pytest.skip("nerfacc's CUDA kernels do not load here")
+    field, grid, cams = _blob_scene()
+    o, d = (a.reshape(-1, 3).cuda() for a in cams.rays())
+    t0, t1, hit = sphere_intersect(o, d, 1.0)
+    o, d, t0, t1 = o[hit], d[hit], t0[hit], t1[hit]
+    s = sample_packed(o, d, t0, t1, 40, None, grid.cuda())
+    sigma = field.cuda().density(s.points).detach()
+    ours, _ = transmittance_weights(sigma, s)
+    theirs, _, _ = nerfacc.render_weight_from_density(s.t_start, s.t_end, sigma, ray_indices=s.ray, n_rays=s.n_rays)
+    assert torch.allclose(ours, theirs, atol=1e-5)

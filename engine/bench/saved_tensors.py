@@ -28,7 +28,7 @@ class SavedBytes:
             self.bytes += t.untyped_storage().nbytes()
         return t
 
-    def __enter__(self) -> "SavedBytes":
+    def __enter__(self) -> SavedBytes:
         self._hooks.__enter__()
         return self
 

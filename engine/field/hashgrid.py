@@ -65,7 +65,7 @@ def _tcnn_available() -> bool:
         return False
     try:
         import tinycudann  # noqa: F401
-    except Exception:  # ImportError, or a build that fails to load its CUDA library
+    except Exception:  # noqa: BLE001 - ImportError, or a build that fails to load its CUDA library
         return False
     return True
 
@@ -166,7 +166,7 @@ def reference_hash_encode(x: torch.Tensor, table: torch.Tensor, resolutions: lis
                         else:
                             row = ((cx * PRIMES[0]) ^ (cy * PRIMES[1]) ^ (cz * PRIMES[2])) % table_size
                         wt = 1.0
-                        for c, b, lo in zip(u, (bx, by, bz), base):
+                        for c, b, lo in zip(u, (bx, by, bz), base, strict=True):
                             f = c - lo
                             wt *= f if b else 1.0 - f
                         acc = acc + wt * table[:, lvl * table_size + row]

@@ -1,0 +1,65 @@
+"""Batched (non-packed) volume rendering through nerfacc's plain-torch functions: the reference.
+
+Every ray gets `samples` stratified bins between its entry and exit of the sphere, laid out as a
+(rays, bins) grid; only samples in occupied cells reach the field (the rest have σ = 0), then
+nerfacc's batched `render_weight_from_density` and `accumulate_along_rays` composite. Autograd
+keeps the whole grid, so memory grows with the image: the packed path (packed.py) is the default
+and this one is what it is checked against (`render_volume(..., method="batched")`).
+"""
+from __future__ import annotations
+
+import nerfacc
+import torch
+
+from .geometry import sphere_intersect
+
+
+def render_batched(field, o, d, samples, radius, gen, occupancy, want_normals, eps):
+    """Per-ray stratified bins over the sphere chord; returns unpadded (n_rays, C) accumulations."""
+    n_rays, dev, dt = o.shape[0], o.device, o.dtype
+    out_rgb = torch.zeros(n_rays, 3, device=dev, dtype=dt)
+    out_opacity = torch.zeros(n_rays, 1, device=dev, dtype=dt)
+    out_depth = torch.zeros(n_rays, 1, device=dev, dtype=dt)
+    out_normal = torch.zeros(n_rays, 3, device=dev, dtype=dt) if want_normals else None
+    t0, t1, hit = sphere_intersect(o, d, radius)
+    ids = hit.nonzero().squeeze(1)
+    if ids.numel() == 0:
+        return out_rgb, out_opacity, out_depth, out_normal
+    o, d, t0, t1 = o[ids], d[ids], t0[ids], t1[ids]
+    edges = torch.linspace(0.0, 1.0, samples + 1, device=dev, dtype=dt)
+    t_edges = t0[:, None] + (t1 - t0)[:, None] * edges
+    t_starts, t_ends = t_edges[:, :-1], t_edges[:, 1:]
+    if gen is None:
+        frac = torch.full_like(t_starts, 0.5)
+    else:
+        frac = torch.rand(t_starts.shape, generator=gen, device=gen.device, dtype=dt).to(dev)
+    t_mid = t_starts + (t_ends - t_starts) * frac
+    pts = o[:, None, :] + t_mid[..., None] * d[:, None, :]
+    keep = occupancy.lookup(pts) if occupancy is not None else torch.ones_like(t_mid, dtype=torch.bool)
+    if torch.is_grad_enabled() and eps > 0 and bool(keep.any()):
+        keep = visible_batched(field, pts, keep, t_starts, t_ends, eps)
+    sel = keep.nonzero(as_tuple=True)
+    sigma_s, rgb_s = field(pts[sel]) if sel[0].numel() else (pts.new_zeros(0), pts.new_zeros(0, 3))
+    sigma = torch.zeros_like(t_mid).index_put(sel, sigma_s.to(dt))
+    rgbs = torch.zeros_like(pts).index_put(sel, rgb_s.to(dt))
+    weights, _, _ = nerfacc.render_weight_from_density(t_starts, t_ends, sigma)
+    opacity = nerfacc.accumulate_along_rays(weights, None)
+    out_rgb = out_rgb.index_put((ids,), nerfacc.accumulate_along_rays(weights, rgbs))
+    out_opacity = out_opacity.index_put((ids,), opacity)
+    depth = nerfacc.accumulate_along_rays(weights, t_mid[..., None]) / opacity.clamp_min(1e-10)
+    out_depth = out_depth.index_put((ids,), depth)
+    if want_normals:
+        normals = torch.zeros_like(pts)
+        if sel[0].numel():
+            normals[sel] = field.density_and_normal(pts[sel])[1].to(dt)
+        out_normal = out_normal.index_put((ids,), nerfacc.accumulate_along_rays(weights.detach(), normals))
+    return out_rgb, out_opacity, out_depth, out_normal
+
+
+@torch.no_grad()
+def visible_batched(field, pts, keep, t_starts, t_ends, eps):
+    """Drop samples behind the point where transmittance falls below eps (density-only pass)."""
+    sel = keep.nonzero(as_tuple=True)
+    sigma = torch.zeros_like(t_starts).index_put(sel, field.density(pts[sel]).to(t_starts.dtype))
+    vis = nerfacc.render_visibility_from_density(t_starts, t_ends, sigma, early_stop_eps=eps)
+    return keep & vis

@@ -1,0 +1,143 @@
+"""Pure-torch packed volume rendering: only samples in occupied cells exist, in a ray-major list.
+
+Why: the batched layout keeps every (ray, bin) pair alive through backward, so memory grows with
+the image; nerfacc's packed path needs its compiled kernels. Here the samples are the same
+stratified bins as the batched path (same generator draws, so the two agree), culled by the
+occupancy grid before the field runs, and kept as a packed list (ray, bin) with a variable number
+per ray. Optional early stop: a density-only pass without autograd drops the samples behind the
+point where transmittance falls below eps (nerfacc's rule, T_before ≥ eps is kept). The field
+runs in chunks of `chunk` samples; with gradients on and more than one chunk each chunk is
+checkpointed, so what backward keeps is ~80 bytes per occupied sample, plus one chunk's
+activations while it is recomputed. Transmittance is an exclusive cumulative sum per ray,
+computed on a dense (rays, bins) scratch tensor (float32-exact, no cross-ray cancellation) that
+autograd does not keep.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+DEFAULT_CHUNK = 1 << 18  # samples per field call
+RAY_CHUNK = 1 << 14  # rays per occupancy lookup while sampling (bounds the dense point scratch)
+
+
+@dataclass
+class PackedSamples:
+    """Ray-major samples: `ray` indexes the rays given to `sample_packed`, `bin` the stratified bin."""
+
+    ray: torch.Tensor  # (M,) int64, non-decreasing
+    bin: torch.Tensor  # (M,) int64 in [0, bins)
+    t_start: torch.Tensor  # (M,)
+    t_end: torch.Tensor  # (M,)
+    t_mid: torch.Tensor  # (M,) where the field is evaluated
+    points: torch.Tensor  # (M, 3)
+    n_rays: int
+    bins: int
+
+    @property
+    def count(self) -> int:
+        return int(self.ray.shape[0])
+
+    def subset(self, keep: torch.Tensor) -> PackedSamples:
+        """The samples where bool `keep` (M,) is true, order kept."""
+        return PackedSamples(self.ray[keep], self.bin[keep], self.t_start[keep], self.t_end[keep], self.t_mid[keep],
+                             self.points[keep], self.n_rays, self.bins)
+
+
+def sample_packed(o: torch.Tensor, d: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor, bins: int,
+                  gen: torch.Generator | None, occupancy=None, ray_chunk: int = RAY_CHUNK) -> PackedSamples:
+    """Stratified bins over [t0, t1] per ray (jitter from `gen`, midpoints when None), occupied ones only."""
+    n, dev, dt = o.shape[0], o.device, o.dtype
+    edges = torch.linspace(0.0, 1.0, bins + 1, device=dev, dtype=dt)
+    if gen is None:
+        frac = None
+    else:  # one draw for all rays, as the batched path does: same generator state, same samples
+        frac = torch.rand((n, bins), generator=gen, device=gen.device, dtype=dt).to(dev)
+    parts: list[tuple[torch.Tensor, ...]] = []
+    for s in range(0, n, ray_chunk):
+        e = min(s + ray_chunk, n)
+        t_edges = t0[s:e, None] + (t1 - t0)[s:e, None] * edges
+        ts, te = t_edges[:, :-1], t_edges[:, 1:]
+        fr = torch.full_like(ts, 0.5) if frac is None else frac[s:e]
+        tm = ts + (te - ts) * fr
+        pts = o[s:e, None, :] + tm[..., None] * d[s:e, None, :]
+        if occupancy is None:
+            r, b = torch.meshgrid(torch.arange(e - s, device=dev), torch.arange(bins, device=dev), indexing="ij")
+            r, b = r.reshape(-1), b.reshape(-1)
+        else:
+            r, b = occupancy.lookup(pts).nonzero(as_tuple=True)
+        parts.append((r + s, b, ts[r, b], te[r, b], tm[r, b], pts[r, b]))
+    if not parts:
+        idx, t = o.new_zeros(0, dtype=torch.long), o.new_zeros(0)
+        return PackedSamples(idx, idx, t, t, t, o.new_zeros(0, 3), n_rays=n, bins=bins)
+    return PackedSamples(*(torch.cat(c) for c in zip(*parts, strict=True)), n_rays=n, bins=bins)
+
+
+def exclusive_sum_per_ray(values: torch.Tensor, s: PackedSamples) -> torch.Tensor:
+    """Σ of `values` over the earlier samples of the same ray, (M,), differentiable.
+
+    Scattered into a (rays, bins) scratch and summed along the bins, the same float32 sum as the
+    batched path's; only the flat indices are kept for backward.
+    """
+    flat = s.ray * s.bins + s.bin
+    dense = values.new_zeros(s.n_rays * s.bins).index_put((flat,), values).view(s.n_rays, s.bins)
+    excl = F.pad(dense[:, :-1].cumsum(dim=1), (1, 0))
+    return excl.reshape(-1)[flat]
+
+
+def transmittance_weights(sigma: torch.Tensor, s: PackedSamples) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weights wᵢ = Tᵢ·αᵢ, transmittance before each sample Tᵢ), each (M,)."""
+    sd = sigma * (s.t_end - s.t_start)
+    trans = torch.exp(-exclusive_sum_per_ray(sd, s))
+    return trans * (1.0 - torch.exp(-sd)), trans
+
+
+def accumulate(weights: torch.Tensor, values: torch.Tensor | None, s: PackedSamples) -> torch.Tensor:
+    """Per-ray Σ wᵢ·valuesᵢ (values None: Σ wᵢ) → (n_rays, C)."""
+    src = weights[:, None] if values is None else weights[:, None] * values
+    return src.new_zeros(s.n_rays, src.shape[1]).index_add(0, s.ray, src)
+
+
+def run_field(field, points: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(σ, albedo) for `points` in chunks; checkpointed per chunk when autograd records and it splits."""
+    if points.shape[0] <= chunk:
+        return field(points)
+    use_ckpt = torch.is_grad_enabled()
+    outs = [checkpoint(field, p, use_reentrant=False) if use_ckpt else field(p) for p in points.split(chunk)]
+    return torch.cat([a for a, _ in outs]), torch.cat([b for _, b in outs])
+
+
+@torch.no_grad()
+def visible(field, s: PackedSamples, eps: float, chunk: int) -> torch.Tensor:
+    """Bool (M,): transmittance before the sample ≥ eps (a density-only pass, no autograd)."""
+    sigma = torch.cat([field.density(p) for p in s.points.split(chunk)]) if s.count else s.t_mid.new_zeros(0)
+    _, trans = transmittance_weights(sigma.to(s.t_mid.dtype), s)
+    return trans >= eps
+
+
+def render_packed(field, o: torch.Tensor, d: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor, bins: int,
+                  gen: torch.Generator | None, occupancy, want_normals: bool, eps: float,
+                  chunk: int = DEFAULT_CHUNK):
+    """(rgb, opacity, depth, normal | None) per ray, each (n_rays, C), for rays o + t·d over [t0, t1]."""
+    s = sample_packed(o, d, t0, t1, bins, gen, occupancy)
+    if eps > 0 and torch.is_grad_enabled() and s.count:
+        s = s.subset(visible(field, s, eps, chunk))
+    dt = o.dtype
+    if s.count:
+        sigma, rgb = run_field(field, s.points, chunk)
+        sigma, rgb = sigma.to(dt), rgb.to(dt)
+    else:
+        sigma, rgb = o.new_zeros(0), o.new_zeros(0, 3)
+    weights, _ = transmittance_weights(sigma, s)
+    opacity = accumulate(weights, None, s)
+    out_rgb = accumulate(weights, rgb, s)
+    depth = accumulate(weights, s.t_mid[:, None], s) / opacity.clamp_min(1e-10)
+    normal = None
+    if want_normals:
+        n = [field.density_and_normal(p)[1].to(dt) for p in s.points.split(chunk)]
+        normals = torch.cat(n) if n else o.new_zeros(0, 3)
+        normal = accumulate(weights.detach(), normals, s)
+    return out_rgb, opacity, depth, normal
