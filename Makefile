@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo bench clean addon screenshot gpu-check gpu-wheels
+.PHONY: setup test demo bench clean addon screenshot gpu-check gpu-wheels setup-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ screenshot: $(STAMP)
 
 addon: $(STAMP)
 	$(PY) build_addon.py
+
+# the add-on's real "Set up engine" into a temporary folder (Linux/CPU here: the CPU torch build);
+# prints time, environment size and the torch build (TORCH=cpu|cu128|default overrides the choice)
+setup-check: $(STAMP)
+	$(PY) tools/setup_check.py --torch $(or $(TORCH),auto)
 
 bench: $(STAMP)
 	$(VENV)/bin/vsdream bench quality --json
