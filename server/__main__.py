@@ -13,8 +13,8 @@ from .auth import TokenError, create_token_file, load_token
 from .config import Config
 from .path_policy import PathPolicy
 from .private_file import others_can_read
-from .tls import TlsSetupError, ensure_identity
 from .protocol import HELLO_TIMEOUT_S, TOKEN_ENV
+from .tls import TlsSetupError, ensure_identity
 from .worker import DEFAULT_JOB_FN
 
 

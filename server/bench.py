@@ -18,8 +18,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import protocol as P
 from .launcher import ServerProcess
@@ -186,7 +187,7 @@ def bench_overhead(steps: int, repeats: int, device: str, tmp: Path) -> dict[str
            "overhead_pct": 100.0 * (min(s_wall) / min(d_wall) - 1.0),
            "overhead_pct_median": 100.0 * (med(s_wall) / med(d_wall) - 1.0),
            "outside_engine_s_median": med(outside),
-           "outside_engine_pct": 100.0 * med(o / x["engine_seconds"] for o, x in zip(outside, served))}
+           "outside_engine_pct": 100.0 * med(o / x["engine_seconds"] for o, x in zip(outside, served, strict=True))}
     if all(x["server_cpu"] is not None for x in served):
         served_cpu = [x["server_cpu"] + x["worker_cpu"] for x in served]
         out["cpu_overhead_pct"] = 100.0 * (med(served_cpu) / med(x["cpu_seconds"] for x in direct) - 1.0)
@@ -240,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{v['delivered']}/{v['emitted']} delivered ({what})")
         if "overhead" in out:
             o = out["overhead"]
-            print(f"overhead  {o['overhead_pct']:+.2f}% (best of {o['repeats']}; medians {o['overhead_pct_median']:+.2f}%)"
+            print(f"overhead  {o['overhead_pct']:+.2f}% (best of {o['repeats']}; "
+                  f"medians {o['overhead_pct_median']:+.2f}%)"
                   f"  direct {[round(x, 2) for x in o['direct_s']]} s  served {[round(x, 2) for x in o['served_s']]} s")
             print(f"outside the engine: {o['outside_engine_s_median']:.3f} s per job "
                   f"({o['outside_engine_pct']:+.2f}% of the engine's own time; median)")

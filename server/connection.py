@@ -114,7 +114,7 @@ class Connection:
                 if not data:
                     break
                 got += len(data)
-        except (asyncio.TimeoutError, ConnectionError, OSError, RuntimeError):
+        except (TimeoutError, ConnectionError, OSError, RuntimeError):
             pass
 
     async def _replay(self, r: Replay) -> None:
@@ -170,7 +170,7 @@ class Connection:
                     self.close_after_flush()
                 try:  # a peer that half-closed and never reads must not pin this task forever
                     await asyncio.wait_for(asyncio.gather(writer_task, return_exceptions=True), FINAL_FLUSH_S)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     self.abort()
             self.link.connection_closed(self)
 
@@ -179,7 +179,7 @@ class Connection:
         limit = self.config.hello_timeout_s
         try:
             hello = await asyncio.wait_for(self.frames.next(), limit)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self._refuse(f"no hello within {limit:g} s")
             return None
         except EOFError:
@@ -207,7 +207,7 @@ class Connection:
         try:
             await asyncio.wait_for(self._write(P.error(code, why, fatal=True)), 2.0)
             await self._linger()
-        except (asyncio.TimeoutError, ConnectionError, OSError):
+        except (TimeoutError, ConnectionError, OSError):
             pass
         self.writer.close()
 

@@ -73,7 +73,7 @@ def _exchange(port: int, token: str, case: Case, timeout: float) -> tuple[list[P
             sock.settimeout(left)
             try:
                 data = sock.recv(1 << 20)
-            except (socket.timeout, TimeoutError):
+            except TimeoutError:
                 return frames, False, "deadline"
             except ConnectionResetError:
                 return frames, True, "reset"

@@ -83,7 +83,7 @@ def message(rng: random.Random, mtype: str, id_: int) -> dict[str, Any]:
     """A header of type `mtype`: each schema field right, wrong or missing; sometimes extra fields."""
     schema = P.CLIENT_MESSAGES.get(mtype, {})
     h: dict[str, Any] = {"type": mtype, "id": id_}
-    for name, kind in schema.items():
+    for name in schema:
         r = rng.random()
         if r < 0.3:
             continue

@@ -94,7 +94,7 @@ class Job:
         })
 
     @classmethod
-    def load(cls, root: Path) -> "Job | None":
+    def load(cls, root: Path) -> Job | None:
         """Rebuild a job from its run folder; None when it is not a job folder (no spec.json).
 
         Raises UnreadableRun when spec.json is there but cannot be read as a JSON object."""

@@ -10,8 +10,9 @@ import secrets
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import protocol as P
 from . import tls_pin
@@ -63,7 +64,7 @@ class ServerProcess:
         """The certificate fingerprint to pin when the server serves TLS (--allow-remote), else None."""
         return self.ready.get("fingerprint") if self.ready.get("tls") else None
 
-    def start(self) -> "ServerProcess":
+    def start(self) -> ServerProcess:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         root = Path(__file__).resolve().parent.parent
         self.env["PYTHONPATH"] = os.pathsep.join([str(root)] + [p for p in [self.env.get("PYTHONPATH")] if p])
@@ -124,7 +125,7 @@ class ServerProcess:
         except OSError:
             return ""
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -11,8 +11,8 @@ import copy
 import logging
 import math
 import re
-import shutil
 import secrets
+import shutil
 import signal
 import sys
 import time
@@ -342,7 +342,7 @@ def _build_spec(header: dict[str, Any], mesh_path: Path | None) -> Any:
     except SpecError as exc:
         problems = [problem(p["field"], p["value"], p["allowed"]) for p in exc.to_list()]
         raise ProtocolError("invalid_spec", str(exc)[:2000], problems=problems) from None
-    except Exception as exc:  # values too malformed for the checker to describe field by field
+    except Exception as exc:  # noqa: BLE001 - values too malformed for the checker to describe field by field
         raise ProtocolError("invalid_spec", f"the job spec could not be read: {type(exc).__name__}: {exc}"[:2000]) \
             from None
 

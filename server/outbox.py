@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import OrderedDict
-from typing import Any, Hashable
+from collections.abc import Hashable
+from typing import Any
 
 COALESCED = ("progress", "preview", "heartbeat")
 

@@ -42,7 +42,7 @@ class PathPolicy:
     trusted: tuple[Path, ...] = ()  # resolved; the Hugging Face cache is added by for_server()
 
     @classmethod
-    def for_server(cls, allow_remote: bool, confine: bool, trust: list[Path] | tuple[Path, ...] = ()) -> "PathPolicy":
+    def for_server(cls, allow_remote: bool, confine: bool, trust: list[Path] | tuple[Path, ...] = ()) -> PathPolicy:
         """The policy a server started with these flags applies: --allow-remote always confines."""
         roots = [Path(p).expanduser().resolve() for p in [*trust, hub_cache_dir()]]
         return cls(confined=allow_remote or confine, trusted=tuple(dict.fromkeys(roots)))

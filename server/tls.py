@@ -93,7 +93,7 @@ def _self_signed(host: str) -> tuple[bytes, bytes]:
         except ValueError:
             if candidate and candidate != "localhost":
                 alt.append(x509.DNSName(candidate))
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=VALID_DAYS))

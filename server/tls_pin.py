@@ -105,7 +105,7 @@ def open_pinned(host: str, port: int, fingerprint: str, timeout: float = 10.0) -
 
 
 def connect_channel(host: str, port: int, token: str, fingerprint: str, timeout: float = 10.0,
-                    client: str = "") -> tuple["protocol.Channel", "protocol.Frame"]:
+                    client: str = "") -> tuple[protocol.Channel, protocol.Frame]:
     """Like protocol.Channel.connect, over pinned TLS; returns (channel, welcome)."""
     chan = protocol.Channel(open_pinned(host, port, fingerprint, timeout))
     try:

@@ -14,9 +14,10 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 DEFAULT_JOB_FN = "engine.pipeline:run_job"
 TRACEBACK_TAIL = 6000
@@ -35,7 +36,7 @@ def worker_main(conn: Any, stop: Any, device: str, job_fn: str, server_pid: int)
     fn, import_error = None, None
     try:
         fn = load_job_fn(job_fn)
-    except BaseException:  # reported with every job, so the user sees why
+    except BaseException:  # noqa: BLE001 - any import failure (even SystemExit) is reported with every job
         import_error = traceback.format_exc()
     conn.send(("ready", {"pid": os.getpid(), "error": import_error}))
     while True:

@@ -9,7 +9,8 @@ import asyncio
 import multiprocessing
 import os
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .worker import worker_main
 
