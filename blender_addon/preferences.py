@@ -7,7 +7,7 @@ import types
 import bpy
 from bpy.props import EnumProperty, FloatProperty, FloatVectorProperty, IntProperty, StringProperty
 
-from . import engine_process, paths, session
+from . import engine_process, paths, session, torch_choice, weights_download
 from .version import VERSION
 
 PACKAGE = paths.ADDON_PACKAGE
@@ -23,6 +23,15 @@ class VSDREAM_AP_preferences(bpy.types.AddonPreferences):
     base_python: StringProperty(
         name="Base Python for set-up", subtype="FILE_PATH", default="",
         description="Python used to create the engine environment. Empty: Blender's own Python")
+    torch_build: EnumProperty(
+        name="Torch build", default="auto",
+        description="Which torch 'Set up engine' installs. Auto: the CUDA build matching the NVIDIA driver, "
+                    "Apple's MPS on Apple Silicon, else the CPU build",
+        items=[("auto", "Auto (detect)", "Detect the GPU and pick the matching build"),
+               ("cpu", "CPU", "The CPU build (a few hundred MB)"),
+               *[(b, f"CUDA {b[2:-1]}.{b[-1]}", f"PyTorch's {b} build (needs a driver for CUDA {b[2:-1]}.{b[-1]}+)")
+                 for b in torch_choice.CUDA_BUILDS],
+               ("default", "pip's default", "Whatever the configured package index gives (PyPI)")])
     connection_mode: EnumProperty(name="Connection", items=[
         ("LOCAL", "Start locally", "Start the engine on this computer when needed"),
         ("REMOTE", "Remote engine", "Connect to an engine already running at host:port")], default="LOCAL")
@@ -67,6 +76,17 @@ class VSDREAM_AP_preferences(bpy.types.AddonPreferences):
                 box.label(text="Engine set-up" + (" (running…)" if rt.setup_running else ""))
                 for line in rt.setup_log.splitlines()[-8:]:
                     box.label(text=line)
+            row = col.row(align=True)
+            row.operator("vsdream.download_weights", icon="IMPORT")
+            if weights_download.STATE.running:
+                row.operator("vsdream.stop_weights", icon="CANCEL")
+            lines = weights_download.STATE.lines()
+            if lines or weights_download.STATE.running:
+                box = col.box()
+                box.label(text="Weights" + (" (downloading…)" if weights_download.STATE.running else ""))
+                for line in lines or ["Listing the files…"]:
+                    box.label(text=line)
+            col.prop(self, "torch_build")
             col.prop(self, "base_python")
         else:
             col.prop(self, "remote_host")
