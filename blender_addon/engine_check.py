@@ -19,6 +19,8 @@ try:
         props = torch.cuda.get_device_properties(0)
         out["gpu"] = props.name
         out["gpu_mem_gb"] = round(props.total_memory / 2**30, 1)
+    mps = getattr(torch.backends, "mps", None)
+    out["mps"] = bool(mps is not None and mps.is_available())
 except Exception as exc:
     out["torch_error"] = f"{type(exc).__name__}: {exc}"
 try:
@@ -38,6 +40,11 @@ try:  # cached weights only: the probe never downloads
 except Exception as exc:
     out["sd_weights"] = False
     out["sd_weights_error"] = f"{type(exc).__name__}: {exc}"[:300]
+try:  # every model in the Hugging Face cache the engine can use (no network)
+    from engine.models_cli import model_rows
+    out["models"] = model_rows()
+except Exception as exc:
+    out["models_error"] = f"{type(exc).__name__}: {exc}"[:300]
 try:  # the engine's stage table: the add-on's stage list comes from it (engine/stage_table.py)
     from engine.stage_table import describe_stages
     out["stages"] = describe_stages()
@@ -73,14 +80,18 @@ def format_report(info: dict) -> str:
     lines = [f"Python {info.get('python')} ({info.get('executable')})"]
     if "torch" in info:
         gpu = (f"CUDA: {info.get('gpu')} with {info.get('gpu_mem_gb')} GB" if info.get("cuda")
-               else "CUDA: not available (CPU only)")
+               else "Apple GPU (MPS): available" if info.get("mps") else "CUDA: not available (CPU only)")
         lines += [f"torch {info['torch']}", gpu]
     else:
         lines.append("torch missing: " + info.get("torch_error", "?") + " — press 'Set up engine'")
     lines.append(f"VSDream {info['vsdream']} ({info.get('vsdream_path', '?')})" if "vsdream" in info
                  else "VSDream engine missing: " + info.get("vsdream_error", "?"))
     lines.append("Stable Diffusion weights: " + ("found" if info.get("sd_weights") else
-                                                  "not found (fetch with: vsdream models fetch)"))
+                                                  "not found (press 'Download weights', or run: vsdream models fetch)"))
+    for row in info.get("models", []):
+        lines.append(f"Model {row.get('id')} ({row.get('role')}): {row.get('state')}")
+    if "models_error" in info:
+        lines.append("Cached models: unknown (" + info["models_error"] + ")")
     for entry in info.get("priors", []):
         needs = [] if entry.get("weights", "none").startswith("none") else ["weights"]
         needs += ["a prompt"] if entry.get("needs_prompt") else []

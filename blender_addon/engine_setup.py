@@ -9,6 +9,7 @@ fills every silence of a few seconds; setuptools' deprecation banners are left o
 """
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -226,6 +227,24 @@ def run_setup(commands: list, inbox, venv: Path | None = None, venv_python: Path
         inbox.put(("setup_done", summarize(venv_python, venv or venv_python.parent.parent, choice, hardware,
                                            time.monotonic() - started)))
     thread = threading.Thread(target=work, name="vsdream-setup", daemon=True)
+    thread.start()
+    return thread
+
+
+def start_setup(base_python: str, venv: Path, backend: Path, venv_python: Path, override: str, inbox,
+                platform_name: str = sys.platform, machine: str = "") -> threading.Thread:
+    """Detect the hardware, choose the torch build and run the set-up, all off Blender's main thread
+    (nvidia-smi can take a second); returns the thread."""
+    def work():
+        hw = torch_choice.detect(platform_name, machine or platform.machine())
+        choice = torch_choice.choose(hw, override)
+        if not choice.ok:
+            inbox.put(("setup_line", f"Found: {hw.describe()}"))
+            inbox.put(("setup_done", (False, choice.reason)))
+            return
+        cmds = setup_commands(base_python, venv, backend, venv_python, choice)
+        run_setup(cmds, inbox, venv=venv, venv_python=venv_python, choice=choice, hardware=hw).join()
+    thread = threading.Thread(target=work, name="vsdream-setup-start", daemon=True)
     thread.start()
     return thread
 

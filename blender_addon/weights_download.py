@@ -109,6 +109,10 @@ class DownloadState:
         return out
 
 
+STATE = DownloadState()  # the one download the preferences show (main thread only)
+CURRENT: Fetch | None = None
+
+
 def fetch_command(python: str, model_ids: list[str] | None = None) -> list[str]:
     """The engine's fetch with machine-readable progress (default: the two models VSD uses)."""
     return [python, "-m", "engine.models_cli", "fetch", "--progress", *(model_ids or [])]

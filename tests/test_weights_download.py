@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from fake_hub import FakeHub, FakeRepo
 
+from addon_helpers import addon  # noqa: F401  (fixture: the enabled add-on)
 from engine.fetch_report import PREFIX
 from engine.priors.resumable import PART_SUFFIX, RemoteFile, bytes_present, free_bytes, storage_dir
 from engine.priors.sd_builder import write_folder
@@ -151,3 +152,62 @@ def test_fetch_thread_reports_a_missing_python(tmp_path):
     Fetch(fetch_command(str(tmp_path / "no-python")), engine_env(), lambda k, d: box.put((k, d))).start().thread.join(10)
     kind, (ok, message) = box.get_nowait()
     assert kind == "weights_done" and not ok and "could not run" in message
+
+
+def test_check_engine_lists_the_cached_models(tiny, tmp_path, monkeypatch):
+    """Check engine's probe, run in this Python against a hub cache holding the default model."""
+    sys.path.insert(0, str(ROOT / "blender_addon"))
+    try:
+        import engine_check  # stdlib only: the add-on's module
+    finally:
+        sys.path.pop(0)
+    from engine.priors.weights import DEFAULT_MODEL, DEFAULT_PHI_MODEL
+    storage = storage_dir(tmp_path / "hf" / "hub", DEFAULT_MODEL)
+    shutil.copytree(tiny, storage / "snapshots" / "0123abcd")
+    (storage / "refs").mkdir()
+    (storage / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    info = engine_check.run_check(sys.executable, str(ROOT), timeout_s=300)
+    report = engine_check.format_report(info).splitlines()
+    assert f"Model {DEFAULT_MODEL} (pretrained score (default)): present (fp32, all parts)" in report, report
+    assert any(line.startswith(f"Model {DEFAULT_PHI_MODEL} (ε_φ base (default)): missing") for line in report)
+    assert "Stable Diffusion weights: found" in report and info["mps"] is False
+
+
+def test_download_weights_from_the_preferences_stop_and_continue(addon, tiny, tmp_path, monkeypatch):  # noqa: F811
+    """The real add-on in bpy: Download weights returns at once, the pump shows bytes / total, Stop
+    kills the fetch mid-file, and the next Download weights continues that file."""
+    pytest.importorskip("bpy")
+    import bpy
+    from addon_helpers import local_engine, pump_until
+    from blender_addon import weights_download
+    from engine.priors.weights import DEFAULT_MODEL, DEFAULT_PHI_MODEL
+    local_engine()
+    for name in [k for k in os.environ if k.startswith("HF_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    big = os.urandom(24 << 20)
+    state = weights_download.STATE
+    with FakeHub() as hub:
+        for repo in (DEFAULT_MODEL, DEFAULT_PHI_MODEL):
+            hub.repos[repo] = FakeRepo.from_folder(tiny)
+        hub.repos[DEFAULT_MODEL].files[UNET] = big
+        hub.stall[UNET] = 12 << 20
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        t0 = time.perf_counter()
+        assert bpy.ops.vsdream.download_weights() == {"FINISHED"}
+        assert time.perf_counter() - t0 < 0.05  # never blocks Blender
+        assert not bpy.ops.vsdream.download_weights.poll() and bpy.ops.vsdream.stop_weights.poll()
+        assert pump_until(lambda: state.done >= 10 << 20, 90), (state, state.lines())
+        assert state.lines()[0].startswith("Needs ") and " / " in state.lines()[1] and state.need == state.total
+        assert bpy.ops.vsdream.stop_weights() == {"FINISHED"}
+        assert pump_until(lambda: not state.running, 30)
+        assert state.ok is False and "continues where it stopped" in state.result
+        hub.stall.clear()
+        hub.release.set()
+        assert bpy.ops.vsdream.download_weights() == {"FINISHED"}
+        assert pump_until(lambda: not state.running, 120), state.lines()
+    assert state.ok, state.lines()
+    assert (UNET, 10 << 20) in hub.ranges and state.lines()[-1] == "Done: weights ready"
+    assert state.done == state.total and state.total >= len(big)

@@ -3,7 +3,7 @@ import threading
 
 import bpy
 
-from .. import engine_check, engine_setup, paths, preferences, pump
+from .. import engine_check, engine_setup, paths, preferences, pump, weights_download
 from ..session import SESSION
 from ._common import explain
 
@@ -21,6 +21,17 @@ def _on_item(kind, data) -> bool:
     if kind == "setup_line":
         for rt in _runtimes():
             rt.setup_log = "\n".join((rt.setup_log.splitlines() + [data[:200]])[-40:])
+        return True
+    if kind == "weights_event":
+        event, when = data
+        weights_download.STATE.apply(event, when)
+        return True
+    if kind == "weights_done":
+        ok, message = data
+        state = weights_download.STATE
+        state.running = False
+        if not state.result or not ok:
+            state.ok, state.result = ok, (message if not state.result else f"{state.result} ({message})")
         return True
     if kind == "setup_done":
         ok, message = data
@@ -115,12 +126,50 @@ class VSDREAM_OT_setup_engine(bpy.types.Operator):
             self.report({"ERROR"}, "No bundled engine found: install the VSDream zip built by build_addon.py")
             return {"CANCELLED"}
         venv = paths.engine_venv()
-        cmds = engine_setup.setup_commands(engine_setup.default_base_python(prefs.base_python), venv, backend,
-                                           paths.venv_python(venv))
         rt = context.window_manager.vsdream
         rt.setup_running, rt.setup_log = True, f"Setting up {venv}"
-        engine_setup.run_setup(cmds, SESSION.inbox)
+        engine_setup.start_setup(engine_setup.default_base_python(prefs.base_python), venv, backend,
+                                 paths.venv_python(venv), getattr(prefs, "torch_build", "auto"), SESSION.inbox)
         return {"FINISHED"}
 
 
-CLASSES = (VSDREAM_OT_start_engine, VSDREAM_OT_stop_engine, VSDREAM_OT_check_engine, VSDREAM_OT_setup_engine)
+class VSDREAM_OT_download_weights(bpy.types.Operator):
+    bl_idname = "vsdream.download_weights"
+    bl_label = "Download weights"
+    bl_description = ("Fetch the Stable Diffusion weights VSD uses into the Hugging Face cache with the engine's "
+                      "Python (several GB; shows the space needed first; an interrupted download continues)")
+
+    @classmethod
+    def poll(cls, context):
+        if weights_download.STATE.running:
+            return explain(cls, "The download is already running")
+        return True
+
+    def execute(self, context):
+        python = preferences.engine_python(preferences.get(context))
+        backend = paths.bundled_backend()
+        weights_download.STATE.start()
+        weights_download.CURRENT = weights_download.Fetch(
+            weights_download.fetch_command(python), weights_download.engine_env(str(backend) if backend.is_dir() else ""),
+            lambda kind, data: SESSION.inbox.put((kind, data))).start()
+        return {"FINISHED"}
+
+
+class VSDREAM_OT_stop_weights(bpy.types.Operator):
+    bl_idname = "vsdream.stop_weights"
+    bl_label = "Stop download"
+    bl_description = "Stop the weights download; 'Download weights' later continues where it stopped"
+
+    @classmethod
+    def poll(cls, context):
+        if not weights_download.STATE.running or weights_download.CURRENT is None:
+            return explain(cls, "No download is running")
+        return True
+
+    def execute(self, context):
+        weights_download.CURRENT.stop()
+        return {"FINISHED"}
+
+
+CLASSES = (VSDREAM_OT_start_engine, VSDREAM_OT_stop_engine, VSDREAM_OT_check_engine, VSDREAM_OT_setup_engine,
+           VSDREAM_OT_download_weights, VSDREAM_OT_stop_weights)
