@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from addon_helpers import addon  # noqa: F401  (fixture: the enabled add-on)
 from fake_hub import FakeHub, FakeRepo
 
-from addon_helpers import addon  # noqa: F401  (fixture: the enabled add-on)
 from engine.fetch_report import PREFIX
 from engine.priors.resumable import PART_SUFFIX, RemoteFile, bytes_present, free_bytes, storage_dir
 from engine.priors.sd_builder import write_folder
@@ -181,6 +181,7 @@ def test_download_weights_from_the_preferences_stop_and_continue(addon, tiny, tm
     pytest.importorskip("bpy")
     import bpy
     from addon_helpers import local_engine, pump_until
+
     from blender_addon import weights_download
     from engine.priors.weights import DEFAULT_MODEL, DEFAULT_PHI_MODEL
     local_engine()
