@@ -26,11 +26,19 @@ def init_linear(layer: nn.Linear, gen: torch.Generator | None) -> nn.Linear:
     return layer
 
 
+def empty_linear(a: int, b: int) -> nn.Linear:
+    """An uninitialised Linear: built on the meta device (no global RNG draw), then given empty
+    parameters (unlike `skip_init`'s `to_empty`, this also works under FakeTensorMode: bench memory)."""
+    layer = nn.Linear(a, b, device="meta")
+    layer.weight, layer.bias = nn.Parameter(torch.empty(b, a)), nn.Parameter(torch.empty(b))
+    return layer
+
+
 def mlp(sizes: list[int], gen: torch.Generator | None) -> nn.Sequential:
-    """Linear/ReLU stack built with `skip_init` (no global RNG draw) and initialised from `gen`."""
+    """Linear/ReLU stack built without a global RNG draw and initialised from `gen`."""
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(init_linear(nn.utils.skip_init(nn.Linear, a, b), gen))
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(init_linear(empty_linear(a, b), gen))
         if i < len(sizes) - 2:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
