@@ -107,6 +107,7 @@ class HashGridEncoding(nn.Module):
         res = torch.tensor(self.resolutions, dtype=torch.int64)
         self.register_buffer("_res", res, persistent=False)
         self.register_buffer("_dense", (res + 1) ** 3 <= self.table_size, persistent=False)
+        self.n_dense = sum((r + 1) ** 3 <= self.table_size for r in self.resolutions)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 2 or x.shape[-1] != 3:
@@ -118,8 +119,8 @@ class HashGridEncoding(nn.Module):
                                    "or build it with backend='torch' for CPU")
             return self.tcnn(u).float()
         if self.backend == "torch" and not x.requires_grad:
-            return hash_encode(self.table, u.detach(), self._res, self._dense, self.table_size, self.chunk)
-        idx, w = corner_indices_weights(u, self._res, self._dense, self.table_size)
+            return hash_encode(self.table, u.detach(), self._res, self.n_dense, self.table_size, self.chunk)
+        idx, w = corner_indices_weights(u, self._res, self.n_dense, self.table_size)
         if x.requires_grad:  # gradient w.r.t. the points too (normals): plain autograd
             return gather_features(self.table, idx, w)
         return _HashGather.apply(self.table, idx, w)

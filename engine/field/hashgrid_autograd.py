@@ -23,7 +23,7 @@ class HashEncode(torch.autograd.Function):
     """(table (F, L·T), u (N, 3) in [0, 1]) → (N, L·F); saves u only."""
 
     @staticmethod
-    def forward(ctx, table: torch.Tensor, u: torch.Tensor, res: torch.Tensor, dense: torch.Tensor,
+    def forward(ctx, table: torch.Tensor, u: torch.Tensor, res: torch.Tensor, dense: torch.Tensor | int,
                 table_size: int, chunk: int) -> torch.Tensor:
         n_levels, f = res.numel(), table.shape[0]
         out = table.new_empty(u.shape[0], n_levels * f)
@@ -53,7 +53,7 @@ class HashEncode(torch.autograd.Function):
         return grad_table, None, None, None, None, None
 
 
-def hash_encode(table: torch.Tensor, u: torch.Tensor, res: torch.Tensor, dense: torch.Tensor, table_size: int,
+def hash_encode(table: torch.Tensor, u: torch.Tensor, res: torch.Tensor, dense: torch.Tensor | int, table_size: int,
                 chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
     """Encode points u (N, 3) in [0, 1] with a gradient for `table` only (u must not need one)."""
     if u.requires_grad:

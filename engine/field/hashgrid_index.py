@@ -10,7 +10,7 @@ import torch
 PRIMES = (1, 2654435761, 805459861)
 
 
-def corner_indices_weights(u: torch.Tensor, res: torch.Tensor, dense: torch.Tensor,
+def corner_indices_weights(u: torch.Tensor, res: torch.Tensor, dense: torch.Tensor | int,
                            table_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat table columns (8, L, N) int32 and trilinear weights (8, L, N) for points u (N, 3) in [0, 1].
 
@@ -19,7 +19,9 @@ def corner_indices_weights(u: torch.Tensor, res: torch.Tensor, dense: torch.Tens
     in int32; only the low bits survive the `& (T - 1)`, so the result equals the int64 hash.
     Corner c = 4·bx + 2·by + bz. Weights carry u's autograd graph.
     """
-    n_levels, n_dense = res.numel(), int(dense.sum())  # levels ascend, so dense levels form a prefix
+    # levels ascend, so dense levels form a prefix; `dense` may be its length (no data-dependent
+    # read, which fake tensors cannot answer) or the per-level mask
+    n_levels, n_dense = res.numel(), dense if isinstance(dense, int) else int(dense.sum())
     n = u.shape[0]
     pos = u.t().unsqueeze(1) * res.view(1, -1, 1).to(u.dtype)  # (3, L, N)
     c0 = torch.minimum(pos.detach().floor().to(torch.int32), (res - 1).view(1, -1, 1).to(torch.int32))
