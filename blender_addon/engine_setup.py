@@ -20,8 +20,8 @@ from pathlib import Path
 from . import torch_choice
 
 HEARTBEAT_S = 3.0
-_WARNING = re.compile(r"\b(Setuptools\w*Warning|SetuptoolsDeprecationWarning|_DeprecatedInstaller|"
-                      r"setuptools\S* \w*DeprecationWarning)\b|^\s*warnings\.warn\(")
+_WARNING = re.compile(r"\b(Setuptools\w*Warning|_DeprecatedInstaller)\b|setuptools[/\\]\S*:\d+: \w*Warning|"
+                      r"^\s*warnings\.warn\(")
 SUMMARY_PROBE = r"""
 import json, sys
 out = {"python": sys.version.split()[0]}
@@ -190,7 +190,7 @@ def summarize(venv_python: Path, venv: Path, choice=None, hardware=None, elapsed
     if "torch" not in info:
         return False, f"environment built ({size}) but torch does not import: {info.get('torch_error', '?')}"
     build = f"torch {info['torch']}" + (f" (CUDA {info['cuda']})" if info.get("cuda") else " (no CUDA)")
-    found = f"; found {hardware.describe()}" if hardware is not None else ""
+    found = f"; hardware: {hardware.describe()}" if hardware is not None else ""
     text = f"engine environment ready: {build}, device {info['device']}, environment {size}, {elapsed_s:.0f} s{found}"
     if choice is not None and choice.build.startswith("cu") and not info.get("cuda"):
         text += f" — WARNING: {choice.build} was chosen but a build without CUDA was installed (PyTorch index unreachable?)"

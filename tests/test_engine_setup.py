@@ -27,6 +27,8 @@ SETUPTOOLS_BANNER = """Collecting vsdream
 
   !!
     corresp(dist, value, root_dir)
+  Preparing metadata (pyproject.toml): started
+  /tmp/pip-build-env-6r/overlay/lib/python3.11/site-packages/setuptools/config/_apply_pyprojecttoml.py:82: BuildBackendWarning: `project.license` as a TOML table is deprecated
 Building wheels for collected packages: vsdream
 Successfully installed vsdream-0.1.0"""
 
@@ -71,9 +73,10 @@ def test_commands_install_the_chosen_torch_first_then_the_rest_pinned(tmp_path):
 def test_noise_filter_drops_setuptools_banners_only():
     noise = engine_setup.NoiseFilter()
     kept = [line for line in SETUPTOOLS_BANNER.splitlines() if noise.keep(line)]
-    assert kept == ["Collecting vsdream", "Building wheels for collected packages: vsdream",
+    assert kept == ["Collecting vsdream", "  Preparing metadata (pyproject.toml): started",
+                    "Building wheels for collected packages: vsdream",
                     "Successfully installed vsdream-0.1.0"]
-    assert noise.hidden == 9  # the warning, 7 box lines, the source line
+    assert noise.hidden == 10  # two warnings, 7 box lines, the source line
     assert engine_setup.NoiseFilter().keep("ERROR: No matching distribution found for torch==2.13.0")
 
 
@@ -101,7 +104,7 @@ def test_quiet_pip_gets_a_heartbeat_with_the_environment_size(tmp_path):
     assert len(beats) >= 2 and any("environment 2 MB" in b for b in beats), lines
     assert "Collecting torch" in lines and "Successfully installed vsdream-0.1.0" in lines
     assert not any("Deprecat" in line or line.strip() == "!!" for line in lines if not line.startswith("$ "))
-    assert "(9 lines of setuptools deprecation warnings left out)" in lines
+    assert "(10 lines of setuptools deprecation warnings left out)" in lines
     assert items[-1] == ("setup_done", (True, "engine environment ready"))
 
 
@@ -113,7 +116,7 @@ def test_closing_summary_names_build_device_and_size(tmp_path):
     hw = Hardware("linux", "x86_64")
     ok, text = engine_setup.summarize(Path(sys.executable), venv, torch_choice.choose(hw), hw, 42.4)
     assert ok and text.startswith("engine environment ready: torch 2.13.0")
-    assert "(no CUDA), device cpu, environment 3 MB, 42 s; found no NVIDIA GPU" in text and "WARNING" not in text
+    assert "(no CUDA), device cpu, environment 3 MB, 42 s; hardware: no NVIDIA GPU" in text and "WARNING" not in text
     cuda = torch_choice.choose(Hardware("linux", "x86_64", ("RTX",), (12, 8)))
     assert "WARNING: cu128 was chosen" in engine_setup.summarize(Path(sys.executable), venv, cuda)[1]
     bad = engine_setup.summarize(tmp_path / "no-python", venv)
