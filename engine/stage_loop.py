@@ -19,6 +19,7 @@ from .context import JobContext
 from .errors import JobCancelled
 from .events import Preview, Progress, StageStarted
 from .preview import save_png
+from .preview_clock import PreviewClock
 
 PROGRESS_INTERVAL_S = 0.25  # coalesce progress events; the last step is always reported
 
@@ -35,6 +36,7 @@ class Stage(abc.ABC):
     name: str = "stage"
     total: int = 0
     preview_every: int = 100
+    preview_interval_s: float = 0.0  # seconds; a stage with a StageSpec `cfg` takes cfg's value
     checkpoint_every: int = 500
 
     @abc.abstractmethod
@@ -75,6 +77,7 @@ def run_stage(ctx: JobContext, stage: Stage,
     ctx.emit(StageStarted(stage.name, stage.total, resumed_from=start))
     t0 = time.perf_counter()
     last_report = 0.0
+    clock = PreviewClock(stage.preview_every, preview_interval(stage), started=t0)
     for step in range(start, stage.total):
         if ctx.should_stop():
             path = store.save(stage.name, step, stage.state_dict())
@@ -89,13 +92,19 @@ def run_stage(ctx: JobContext, stage: Stage,
             last_report = now
             ctx.emit(Progress(stage.name, done, stage.total, {k: float(v) for k, v in losses.items()},
                               it_per_s=rate, eta_s=(stage.total - done) / rate, gpu_mem_mb=_gpu_mem_mb()))
-        if done % stage.preview_every == 0 or done == stage.total:
+        if clock.due(done, stage.total, now):
             emit_preview(ctx, stage, done)
+            clock.shown(time.perf_counter())
         if done % stage.checkpoint_every == 0 or done == stage.total:
             store.save(stage.name, done, stage.state_dict())
     if start >= stage.total and stage.total > 0:
         ctx.log(f"{stage.name}: already complete, skipping")
     return start
+
+
+def preview_interval(stage: Stage) -> float:
+    """Seconds between time-driven previews: the stage's spec section when it has one."""
+    return float(getattr(getattr(stage, "cfg", None), "preview_interval_s", stage.preview_interval_s))
 
 
 def emit_preview(ctx: JobContext, stage: Stage, step: int) -> None:

@@ -272,7 +272,7 @@ def test_twenty_step_stage1_run_with_the_tiny_sd_prior(tmp_path):
     spec = make_spec("cpu-smoke", {
         "prior": "tiny-sd", "prompt": PROMPT, "camera": {"eval_views": 2},
         "nerf": {"steps": 20, "resolution_schedule": [[0, 32]], "samples_per_ray": 32,
-                 "preview_every": 10, "checkpoint_every": 20},
+                 "preview_every": 10, "preview_interval_s": 0, "checkpoint_every": 20},
         "geometry": {"enabled": False}, "texture": {"enabled": False}, "export": {"enabled": False}})
     events = []
     run_job(spec, tmp_path / "run", events.append)
