@@ -45,13 +45,13 @@ def build_request(settings, prefs=None, mode: str = "text", extra: dict | None =
         "field": {"blob": settings.scene_mode},
         "export": {"texture_size": int(settings.texture_size)},
     }
-    preview_every = int(getattr(prefs, "preview_every", 0) or 0)
+    preview_s = float(getattr(prefs, "preview_interval", 0.0) or 0.0)
     for name in stage_names(engine_info):
         if name not in STAGE_NAMES:
             continue  # an engine stage this add-on has no switch for: it runs with the engine's defaults
         stage = {"enabled": name in stages if mode == "text" else name == "texture"}
-        if preview_every:
-            stage["preview_every"] = preview_every
+        if preview_s:
+            stage["preview_interval_s"] = preview_s
         overrides[name] = stage
     device = getattr(prefs, "device", "auto") or "auto"
     if device != "auto":

@@ -48,8 +48,9 @@ class VSDREAM_AP_preferences(bpy.types.AddonPreferences):
                                                ("cuda", "CUDA", ""), ("mps", "Apple GPU", "")], default="auto")
     output_dir: StringProperty(name="Output folder", subtype="DIR_PATH", default="",
                                description="Where run folders go. Empty: the extension's user folder")
-    preview_every: IntProperty(name="Preview every", default=0, min=0, max=100000,
-                               description="Steps between preview frames; 0 keeps the preset's interval")
+    preview_interval: FloatProperty(name="Preview every (s)", default=30.0, min=1.0, max=3600.0,
+                                    description="Seconds between preview frames whatever the step rate "
+                                                "(the first comes about 10 s into each stage)")
     handshake_timeout: FloatProperty(name="Start timeout (s)", default=120.0, min=5.0, max=3600.0)
     stall_after: FloatProperty(name="Stalled after (s)", default=30.0, min=3.0, max=3600.0,
                                description="Mark the engine stalled when it sends nothing for this long")
@@ -95,7 +96,7 @@ class VSDREAM_AP_preferences(bpy.types.AddonPreferences):
             col.prop(self, "remote_fingerprint")
         col.separator()
         col.prop(self, "output_dir")
-        col.prop(self, "preview_every")
+        col.prop(self, "preview_interval")
         col.prop(self, "handshake_timeout")
         col.prop(self, "stall_after")
         col.prop(self, "overlay_color")
