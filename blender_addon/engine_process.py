@@ -9,7 +9,6 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -196,7 +195,3 @@ def default_engine_python(prefs_value: str, venv_python: Path) -> str:
     if venv_python.exists():
         return str(venv_python)
     return os.environ.get("VSDREAM_ENGINE_PYTHON", "")
-
-
-def blender_python() -> str:
-    return sys.executable

@@ -167,8 +167,3 @@ def swap_material(obj, glb_path: Path) -> object:
         slot.material = new_mat
     new_mat.name = f"VSDream {obj.name}"
     return new_mat
-
-
-def material_has_image(mat) -> bool:
-    tree = getattr(mat, "node_tree", None)
-    return bool(tree and any(n.type == "TEX_IMAGE" and n.image for n in tree.nodes))

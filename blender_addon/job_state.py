@@ -7,8 +7,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-TERMINAL = ("DONE", "FAILED", "CANCELLED")
-
 
 @dataclass
 class JobView:
