@@ -108,6 +108,19 @@ def framing_cameras(elevation_deg: torch.Tensor, azimuth_deg: torch.Tensor, radi
                         torch.full((n,), 2.2 * math.asin(1 / distance_factor)), resolution, resolution)
 
 
+def inside_views(distance: float, resolution: int) -> Cameras:
+    """Cameras that together see every surface of a scene around them: the six cube-face views
+    (fov 100°) from the centre and from four points `distance` away along ±X and ±Y."""
+    axes = torch.tensor([[1.0, 0, 0], [-1.0, 0, 0], [0, 1.0, 0], [0, -1.0, 0], [0, 0, 1.0], [0, 0, -1.0]])
+    eyes = torch.tensor([[0.0, 0, 0], [distance, 0, 0], [-distance, 0, 0], [0, distance, 0], [0, -distance, 0]])
+    eye = eyes.repeat_interleave(len(axes), dim=0)
+    target = eye + axes.repeat(len(eyes), 1)
+    n = eye.shape[0]
+    zeros = torch.zeros(n)
+    return Cameras(look_at(eye, target), torch.full((n,), math.radians(100.0)), zeros, zeros, eye.norm(dim=-1),
+                   resolution, resolution)
+
+
 class CameraSampler:
     """Random training cameras per DESIGN.md §3, deterministic for a given torch.Generator."""
 
@@ -154,5 +167,7 @@ class CameraSampler:
         return "side"
 
     def view_prompts(self, prompt: str, cams: Cameras) -> list[str]:
+        if not self.spec.view_dependent_prompts:
+            return [prompt] * cams.batch
         return [f"{prompt}, {self.view_suffix(float(e), float(a))} view"
                 for e, a in zip(cams.elevation.tolist(), cams.azimuth.tolist())]

@@ -5,6 +5,7 @@ import copy
 from typing import Any, Callable
 
 from .spec import CameraSpec, ExportSpec, FieldSpec, JobSpec, StageSpec
+from .scene_mode import scene_bundle, wants_scene
 
 
 def paper() -> JobSpec:
@@ -82,7 +83,10 @@ def make_spec(preset: str = "paper", overrides: dict[str, Any] | None = None) ->
     if overrides is not None and not isinstance(overrides, dict):
         raise SpecError([FieldProblem("overrides", overrides, "a JSON object of spec fields")])
     base = PRESETS[preset]().to_dict()
-    merged = _deep_merge(base, copy.deepcopy(overrides or {}))
+    over = copy.deepcopy(overrides or {})
+    if wants_scene(base, over):  # scene mode: the preset's scene settings, under the user's overrides
+        base = _deep_merge(base, scene_bundle(preset))
+    merged = _deep_merge(base, over)
     return JobSpec.from_dict(merged).validate()
 
 

@@ -58,12 +58,16 @@ class CameraSpec:
     front_threshold_deg: float = spec_field(30.0, within(0.0, 180.0))
     back_threshold_deg: float = spec_field(30.0, within(0.0, 180.0))
     overhead_threshold_deg: float = spec_field(60.0, within(-90.0, 90.0))
+    view_dependent_prompts: bool = True  # append "front/side/back/overhead view" (off for scenes)
 
 
 @dataclass
 class FieldSpec:
     """Radiance field: hash grid + MLPs + blob init (DESIGN.md §3)."""
 
+    # object: cameras outside looking in; scene: cameras inside a room-sized volume (engine/scene_mode.py
+    # brings the scene settings as a bundle: radius, blob, cameras, background, regularisers, anneal)
+    kind: Literal["object", "scene"] = "object"
     levels: int = spec_field(16, within(1, 32))
     features_per_level: int = spec_field(2, within(1, 8))
     log2_table_size: int = spec_field(19, within(8, 24))
@@ -122,6 +126,7 @@ class ExportSpec:
     face_target: int = spec_field(100_000, within(100, 5_000_000))
     formats: list[str] = spec_field(["glb"], among("glb", "obj"))
     unwrap_timeout_s: float = spec_field(120.0, within(1.0, 86400.0))
+    panorama_width: int = spec_field(2048, within(64, 16384))  # scene mode: equirectangular, height = width / 2
 
 
 @dataclass

@@ -3,7 +3,8 @@
 - held-out PSNR of stage 1 against the reference scene, VSD and SDS, with seconds per iteration
   and its breakdown (render, prior, backward, ε_φ training, optimiser);
 - the particle spread ratio on an image mixture (VSD ≈ 1, SDS → 0);
-- a K=3 colour-variant mixture with 4 particles: which variant each particle lands on.
+- a K=3 colour-variant mixture with 4 particles: which variant each particle lands on;
+- with --only scene: scene mode on the analytic room, stage 1 and the textured scene mesh (bench/scene.py).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from ..stage_loop import run_stage
 from ..stages.nerf import NerfStage, resolution_at
 from .common import smoke_context
 from .mixture2d import run_mixture2d
+from .scene import scene_figures
 
 VARIANTS = ["marker-red", "marker-green", "marker-blue"]
 
@@ -79,7 +81,7 @@ def spread_figures(steps: int) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="vsdream bench quality")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--only", default="nerf,spread,variants", help="comma list of nerf, spread, variants")
+    ap.add_argument("--only", default="nerf,spread,variants", help="comma list of nerf, spread, variants, scene")
     ap.add_argument("--steps", type=int, help="override stage-1 steps (default: the cpu-smoke preset)")
     ap.add_argument("--spread-steps", type=int, default=3000)
     args = ap.parse_args(argv)
@@ -88,7 +90,8 @@ def main(argv: list[str]) -> int:
     sections = [("nerf_vsd", "nerf", lambda: nerf_figures("vsd", args.steps)),
                 ("nerf_sds", "nerf", lambda: nerf_figures("sds", args.steps)),
                 ("spread", "spread", lambda: spread_figures(args.spread_steps)),
-                ("variants", "variants", lambda: variants_figures(args.steps))]
+                ("variants", "variants", lambda: variants_figures(args.steps)),
+                ("scene", "scene", lambda: scene_figures(args.steps))]
     for key, part, run in sections:
         if part in parts:
             report[key] = run()

@@ -13,6 +13,7 @@ edge always disagree a little), and moves to the best level otherwise.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -56,6 +57,30 @@ def fit_bbox(density_fn: DensityFn, threshold: float, half_extent: float = 1.0, 
     return lo, hi
 
 
+def scene_surface_level(density_fn: DensityFn, radius: float, distance: float, wanted: float = 25.0,
+                        resolution: int = 24, samples: int = 192, device: torch.device | str = "cpu") -> float:
+    """Iso-level for a scene seen from inside: the median density where rays from `inside_views`
+    first reach half opacity (what the renders show as the surface), capped at `wanted`. A room's
+    density seldom reaches the object level 25, and silhouettes from outside see only its walls."""
+    from ..cameras import inside_views
+    from ..render import sphere_intersect
+    origins, dirs = inside_views(distance, resolution).to(device).rays()
+    o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
+    near, far, meets = sphere_intersect(o, d, radius)
+    o, d, near, far = o[meets], d[meets], near[meets], far[meets]
+    u = (torch.arange(samples, device=device, dtype=o.dtype) + 0.5) / samples
+    t = near[:, None] + (far - near)[:, None] * u[None]
+    sigma = _query(density_fn, (o[:, None] + t[..., None] * d[:, None]).reshape(-1, 3)).view(-1, samples)
+    optical = torch.cumsum(sigma * ((far - near) / samples)[:, None], dim=1)
+    reached = optical > math.log(2.0)  # transmittance below one half
+    if not bool(reached.any()):
+        raise EngineError("the stage-1 scene is transparent from inside: no surface to extract",
+                          hint="run stage 1 for more steps, or check the prompt/prior")
+    first = reached.float().argmax(dim=1)
+    at_surface = sigma[reached.any(dim=1)].gather(1, first[reached.any(dim=1), None])[:, 0]
+    return min(float(at_surface.median()), wanted)
+
+
 def silhouette_threshold(density_fn: DensityFn, radius: float = 1.0, wanted: float = 25.0, resolution: int = 32,
                          samples: int = 64, tolerance: float = 0.02,
                          device: torch.device | str = "cpu") -> tuple[float, dict[str, float]]:
@@ -93,16 +118,18 @@ def silhouette_threshold(density_fn: DensityFn, radius: float = 1.0, wanted: flo
 
 
 def dmtet_from_density(density_fn: DensityFn, resolution: int, threshold: float = 25.0,
-                       half_extent: float = 1.0, fill_radius: float = FILL_RADIUS,
+                       half_extent: float = 1.0, fill_radius: float | None = FILL_RADIUS,
                        device: torch.device | str = "cpu") -> DMTet:
     """A DMTet whose zero level set is the thresholded stage-1 density inside a fitted box, its
-    interior pockets filled (`solidify`; `fill_radius` in world units, 0 fills enclosed ones only)."""
+    interior pockets filled (`solidify`; `fill_radius` in world units, 0 fills enclosed ones only,
+    None fills nothing: a scene's room is an enclosed pocket the cameras stand in)."""
     lo, hi = fit_bbox(density_fn, threshold, half_extent, device=device)
     grid = TetGrid(resolution, lo, hi)
     density = _query(density_fn, grid.vertices())
     sdf = sdf_from_density(density, threshold)
-    n = resolution + 1
-    r = closing_radius_cells(fill_radius, float(grid.cell_size.max()))
-    inside = interior_mask((density > threshold).view(n, n, n), r).reshape(-1)
-    sdf[inside] = -sdf[inside].abs().clamp(min=1e-3)
+    if fill_radius is not None:
+        n = resolution + 1
+        r = closing_radius_cells(fill_radius, float(grid.cell_size.max()))
+        inside = interior_mask((density > threshold).view(n, n, n), r).reshape(-1)
+        sdf[inside] = -sdf[inside].abs().clamp(min=1e-3)
     return DMTet(grid, sdf)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..cameras import framing_cameras
+from ..cameras import Cameras, framing_cameras
 from .raster.base import Rasterizer
 from .render import clip_positions
 from .topology import face_neighbors
@@ -31,12 +31,15 @@ def connected_components(faces: torch.Tensor, num_vertices: int | None = None) -
 
 
 def visible_faces(vertices: torch.Tensor, faces: torch.Tensor, raster: Rasterizer, resolution: int = 128,
-                  radius: float = 1.0) -> torch.Tensor:
-    """(F,) bool: the face covers a pixel centre in at least one of 14 views around the object
-    (6 azimuths at −35° and at 35°, plus straight above and below)."""
-    elev = torch.tensor([-35.0] * 6 + [35.0] * 6 + [89.0, -89.0])
-    azim = torch.cat([torch.arange(6.0) * 60.0, torch.arange(6.0) * 60.0 + 30.0, torch.zeros(2)])
-    cams = framing_cameras(elev, azim, radius, resolution, distance_factor=3.0).to(vertices.device)
+                  radius: float = 1.0, cams: Cameras | None = None) -> torch.Tensor:
+    """(F,) bool: the face covers a pixel centre in at least one of `cams`; by default 14 views
+    around the object (6 azimuths at −35° and at 35°, plus straight above and below)."""
+    if cams is None:
+        elev = torch.tensor([-35.0] * 6 + [35.0] * 6 + [89.0, -89.0])
+        azim = torch.cat([torch.arange(6.0) * 60.0, torch.arange(6.0) * 60.0 + 30.0, torch.zeros(2)])
+        cams = framing_cameras(elev, azim, radius, resolution, distance_factor=3.0)
+    cams = cams.to(vertices.device)
+    resolution = cams.height
     seen = torch.zeros(faces.shape[0] + 1, dtype=torch.bool, device=vertices.device)
     with torch.no_grad():
         for i in range(cams.batch):
@@ -46,11 +49,12 @@ def visible_faces(vertices: torch.Tensor, faces: torch.Tensor, raster: Rasterize
 
 
 def drop_hidden_components(vertices: torch.Tensor, faces: torch.Tensor, raster: Rasterizer,
-                           radius: float = 1.0, resolution: int = 128) -> torch.Tensor:
-    """Faces of the components of which at least one face is visible (no holes are cut)."""
+                           radius: float = 1.0, resolution: int = 128, cams: Cameras | None = None) -> torch.Tensor:
+    """Faces of the components of which at least one face is visible from `cams` (default: around
+    the object; scenes pass views from inside), no holes cut."""
     if faces.shape[0] == 0:
         return faces
     label = connected_components(faces, vertices.shape[0])
     keep_label = torch.zeros(faces.shape[0], dtype=torch.bool, device=faces.device)
-    keep_label[label[visible_faces(vertices, faces, raster, resolution, radius)]] = True
+    keep_label[label[visible_faces(vertices, faces, raster, resolution, radius, cams)]] = True
     return faces[keep_label[label]]

@@ -1,6 +1,7 @@
 """Built-in reference scenes for the analytic prior, and surface samples for geometry metrics.
 
-All fit inside radius 0.8 around the origin in Blender's frame (Z up, front faces −Y).
+The objects fit inside radius 0.8 around the origin in Blender's frame (Z up, front faces −Y);
+"room" is a scene-mode world around the origin (inside radius 2.8) that the cameras stand in.
 "marker" carries a magenta disc on its front (−Y) that its body hides from the back, and a cyan
 arm on its +X side only, so front/back and left/right (mirror) mistakes both show in a render.
 The "marker-red/green/blue" variants share its geometry with a different body colour: a K=3
@@ -67,11 +68,39 @@ def table() -> Scene:
     return Scene("table", prims)
 
 
+ROOM_HALF = (1.6, 1.6)  # interior half extents along X and Y
+ROOM_FLOOR, ROOM_CEILING = -0.9, 1.3
+ROOM_WALLS = {"-Y": (0.3, 0.55, 0.85), "+Y": (0.9, 0.8, 0.35), "-X": (0.4, 0.75, 0.4), "+X": (0.85, 0.45, 0.4),
+              "floor": (0.55, 0.4, 0.3), "ceiling": (0.92, 0.92, 0.9)}
+
+
+def room() -> Scene:
+    """A room seen from inside (scene mode): six walls of different colours, a magenta marker disc on
+    the −Y wall, an orange ball in the +X+Y corner and a teal crate in the −X+Y corner. The walls are
+    slabs, so the camera stands outside every solid and sphere tracing works unchanged."""
+    hx, hy = ROOM_HALF
+    zc, hz, th = 0.5 * (ROOM_FLOOR + ROOM_CEILING), 0.5 * (ROOM_CEILING - ROOM_FLOOR), 0.05
+    w = ROOM_WALLS
+    prims = (
+        rounded_box((0.0, -hy - th, zc), (hx + 2 * th, th, hz + 2 * th), w["-Y"]),
+        rounded_box((0.0, hy + th, zc), (hx + 2 * th, th, hz + 2 * th), w["+Y"]),
+        rounded_box((-hx - th, 0.0, zc), (th, hy + 2 * th, hz + 2 * th), w["-X"]),
+        rounded_box((hx + th, 0.0, zc), (th, hy + 2 * th, hz + 2 * th), w["+X"]),
+        rounded_box((0.0, 0.0, ROOM_FLOOR - th), (hx + 2 * th, hy + 2 * th, th), w["floor"]),
+        rounded_box((0.0, 0.0, ROOM_CEILING + th), (hx + 2 * th, hy + 2 * th, th), w["ceiling"]),
+        cylinder((0.0, -hy, 0.25), 0.4, 0.04, MARKER_COLOR, axis=(0.0, 1.0, 0.0)),
+        sphere((0.95, 0.95, ROOM_FLOOR + 0.35), 0.35, (0.95, 0.55, 0.15)),
+        rounded_box((-1.0, 0.95, ROOM_FLOOR + 0.3), (0.3, 0.3, 0.3), (0.1, 0.65, 0.65), rounding=0.03),
+    )
+    return Scene("room", prims)
+
+
 BUILTIN_SCENES: dict[str, Callable[[], Scene]] = {
     "marker": marker_toy,
     **{name: (lambda n=name: marker_toy(n, BODY_COLORS[n])) for name in ("marker-red", "marker-green", "marker-blue")},
     "snowman": snowman,
     "table": table,
+    "room": room,
 }
 
 

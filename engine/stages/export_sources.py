@@ -20,7 +20,7 @@ from ..mesh.mesh_io import LoadedMesh, load_mesh
 from ..representation import ColorField, Representation, load_color_field, load_representation
 from ..stage_table import stages_for
 from .geometry import extract_dmtet, meshes_from_checkpoint
-from .texture import prepare_mesh
+from .texture import prepare_mesh, scene_views
 
 Mesh = tuple[torch.Tensor, torch.Tensor]
 
@@ -57,7 +57,7 @@ class _Loader:
 
     def _prepared(self, raw: list[Mesh]) -> list[Mesh]:
         spec = self.ctx.spec
-        return [prepare_mesh(v, f, spec.export.face_target, spec.field.radius) for v, f in raw]
+        return [prepare_mesh(v, f, spec.export.face_target, spec.field.radius, scene_views(spec)) for v, f in raw]
 
     def _particles(self, ckpt: Checkpoint) -> list[Representation]:
         return [load_representation(self.ctx.spec, s, self.ctx.device) for s in _per_particle(ckpt.state["particles"])]

@@ -17,7 +17,7 @@ from ..checkpoint import CheckpointStore
 from ..context import JobContext
 from ..field import Background
 from ..mesh.dmtet import DMTet
-from ..mesh.extract import dmtet_from_density, silhouette_threshold
+from ..mesh.extract import FILL_RADIUS, dmtet_from_density, scene_surface_level, silhouette_threshold
 from ..mesh.regularizers import laplacian_smoothing, normal_consistency
 from ..mesh.render import render_mesh
 from ..preview import to_uint8
@@ -35,7 +35,13 @@ def normal_map_prior(prior: Prior) -> Prior:
 
 
 def extraction_level(ctx: JobContext, density: DensityFn, particle: int, wanted: float = DEFAULT_THRESHOLD) -> float:
-    """The iso-level for a particle's density (extract.silhouette_threshold), logged when it is not 25."""
+    """The iso-level for a particle's density (extract.silhouette_threshold), logged when it is not 25.
+    A scene takes the density where views from inside see its surfaces (extract.scene_surface_level)."""
+    if ctx.spec.field.kind == "scene":
+        level = scene_surface_level(density, ctx.spec.field.radius, ctx.spec.camera.distance[1], wanted,
+                                    device=ctx.device)
+        ctx.log(f"particle {particle}: extracting the scene's surfaces at density {level:.3g}")
+        return level
     level, info = silhouette_threshold(density, ctx.spec.field.radius, wanted, device=ctx.device)
     if level != wanted:
         ctx.log(f"particle {particle}: extracting the surface at density {level:.3g} instead of {wanted:g} "
@@ -45,9 +51,11 @@ def extraction_level(ctx: JobContext, density: DensityFn, particle: int, wanted:
 
 
 def extract_dmtet(ctx: JobContext, density: DensityFn, particle: int, threshold: float = DEFAULT_THRESHOLD) -> DMTet:
-    """A particle's stage-1 density as a DMTet at the geometry stage's grid resolution."""
+    """A particle's stage-1 density as a DMTet at the geometry stage's grid resolution (a scene's
+    enclosed room stays empty: no pocket filling)."""
+    fill = None if ctx.spec.field.kind == "scene" else FILL_RADIUS
     return dmtet_from_density(density, ctx.spec.geometry.grid_resolution, extraction_level(ctx, density, particle, threshold),
-                              ctx.spec.field.radius, device=ctx.device)
+                              ctx.spec.field.radius, fill_radius=fill, device=ctx.device)
 
 
 class GeometryStage(MeshStage):

@@ -20,7 +20,8 @@ from ..field import choose_background
 from ..preview import normal_to_uint8, psnr, to_uint8
 from ..priors.base import Conditioning
 from ..render import RenderOutput
-from ..report import write_contact_sheet
+from ..panorama import render_panorama
+from ..report import write_contact_sheet, write_result_image
 from ..representation import Representation, make_representation
 from ..spec import StageSpec
 from ..stage_loop import PreviewImages, Stage
@@ -64,7 +65,21 @@ class NerfStage(HoldsPhi, Stage):
         """Held-out evaluation of stage 1 and its contact sheet (one row per particle)."""
         metrics = self.evaluate(resolution_at(self.cfg, max(self.total - 1, 0)))
         metrics["contact_sheet"] = write_contact_sheet(self.ctx, metrics.pop("images"), "contact_sheet.png")
+        if self.spec.field.kind == "scene":
+            metrics["panoramas"] = self.write_panoramas()
         return {self.name: metrics}
+
+    def write_panoramas(self) -> list[str]:
+        """Scene mode: an equirectangular panorama from the centre per particle, in Blender's World
+        mapping (engine/panorama.py): result/panorama.png, or panorama_<i>.png for several."""
+        width, n = self.spec.export.panorama_width, len(self.particles)
+        paths = []
+        for i, rep in enumerate(self.particles):
+            rgb = render_panorama(lambda tile, bg, s, rep=rep: rep.render(tile, bg, s, None), width,
+                                  self.cfg.samples_per_ray, device=self.device)
+            paths.append(write_result_image(self.ctx, rgb, "panorama.png" if n == 1 else f"panorama_{i}.png",
+                                            "panorama"))
+        return paths
 
     # ----------------------------------------------------------------- step
     def step(self, step: int) -> dict[str, float]:

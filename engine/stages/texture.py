@@ -27,16 +27,25 @@ from .mesh_common import MeshStage
 Mesh = tuple[torch.Tensor, torch.Tensor]  # vertices (V, 3) float, faces (F, 3) long
 
 
-def prepare_mesh(vertices: torch.Tensor, faces: torch.Tensor, face_target: int, radius: float = 1.0) -> Mesh:
+def prepare_mesh(vertices: torch.Tensor, faces: torch.Tensor, face_target: int, radius: float = 1.0,
+                 inside: float | None = None) -> Mesh:
     """Clean-up before texturing, so the texture stage optimises exactly the mesh that gets
-    exported: drop components no camera can see (bubbles a NeRF leaves inside), then small
-    components, close vertices, and decimate to the face target."""
+    exported: drop components no camera can see (bubbles a NeRF leaves inside an object; for a
+    scene, `inside` = the camera distance, the shell beyond its walls), then small components,
+    close vertices, and decimate to the face target."""
+    from ..cameras import inside_views
     from ..mesh.cleanup import clean_mesh
     from ..mesh.raster import make_rasterizer
     from ..mesh.visibility import drop_hidden_components
-    faces = drop_hidden_components(vertices.detach(), faces, make_rasterizer(vertices.device), radius)
+    views = inside_views(inside, 128) if inside is not None else None
+    faces = drop_hidden_components(vertices.detach(), faces, make_rasterizer(vertices.device), radius, cams=views)
     v, f = clean_mesh(vertices.detach().cpu().numpy(), faces.cpu().numpy(), face_target)
     return torch.from_numpy(v).to(vertices.device), torch.from_numpy(f).to(vertices.device)
+
+
+def scene_views(spec: Any) -> float | None:
+    """For a scene, where prepare_mesh looks from (the far end of the camera range); None for objects."""
+    return spec.camera.distance[1] if spec.field.kind == "scene" else None
 
 
 class TextureStage(MeshStage):
@@ -84,7 +93,8 @@ class TextureStage(MeshStage):
         """Text mode: GeometryStage surfaces (cleaned, decimated) + copies of the stage-1 colour fields.
         When stage 3 has a checkpoint its meshes replace these, so the clean-up is skipped."""
         resuming = bool(CheckpointStore(ctx.run.ckpt).list(cls.name))
-        meshes = [(v, f) if resuming else prepare_mesh(v, f, ctx.spec.export.face_target, ctx.spec.field.radius)
+        meshes = [(v, f) if resuming else prepare_mesh(v, f, ctx.spec.export.face_target, ctx.spec.field.radius,
+                                                       scene_views(ctx.spec))
                   for v, f in geometry.meshes()]
         fields = [p.color_field() for p in nerf.particles]
         return cls(ctx, meshes, fields, [p.background for p in nerf.particles])
