@@ -4,6 +4,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from .job_state import JobView, history_state
+
 STATUS_BY_EVENT = {"done": "done", "failed": "failed", "cancelled": "cancelled"}
 
 
@@ -69,10 +71,13 @@ def delete_run(run_dir: str, runs_root: Path) -> None:
     shutil.rmtree(target)
 
 
-def fill(collection, runs: list) -> None:
-    """Mirror RunInfo entries into a CollectionProperty of VSDREAM_PG_history_item."""
+def fill(collection, runs: list, current: JobView | None = None) -> None:
+    """Mirror RunInfo entries into a CollectionProperty of VSDREAM_PG_history_item; `state` speaks the
+    panel's vocabulary (job_state.STATE_LABELS), live for the job being followed (`current`)."""
+    current = current if current is not None else JobView()
     collection.clear()
     for r in runs:
         item = collection.add()
         item.job_id, item.run_dir, item.prompt = r.job_id, r.run_dir, r.prompt
         item.status, item.mode, item.created = r.status, r.mode, r.created
+        item.state = history_state(r.status, r.job_id, current)

@@ -7,6 +7,24 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# one vocabulary for the panel and the History list: the job states and what the user reads
+STATE_LABELS = {"NONE": "No job", "SUBMITTING": "Sending", "QUEUED": "Queued", "RUNNING": "Running",
+                "CANCELLING": "Stopping", "DONE": "Done", "FAILED": "Failed", "CANCELLED": "Stopped"}
+# a run folder's last terminal event (history.py) → job state; no terminal event = interrupted
+HISTORY_STATES = {"done": "DONE", "failed": "FAILED", "cancelled": "CANCELLED", "unfinished": "CANCELLED"}
+RESUMABLE = ("FAILED", "CANCELLED")  # a checkpoint may be kept: Resume continues from it
+
+
+def state_label(state: str) -> str:
+    return STATE_LABELS.get(state, state.title())
+
+
+def history_state(status: str, job_id: str, current: "JobView") -> str:
+    """The state History shows for a run folder: the live state when it is the job being followed."""
+    if job_id and job_id == current.job_id and current.state != "NONE":
+        return current.state
+    return HISTORY_STATES.get(status, "UNKNOWN")
+
 
 @dataclass
 class JobView:
@@ -22,6 +40,7 @@ class JobView:
     total: int = 0
     eta_s: float = 0.0
     it_per_s: float = 0.0
+    progress_at: float = 0.0  # time.monotonic() of the last progress event (the ETA counts down from it)
     error_code: str = ""
     error_message: str = ""
     error_hint: str = ""
@@ -43,8 +62,23 @@ class JobView:
     def progress(self) -> float:
         return min(1.0, self.step / self.total) if self.total else 0.0
 
+    @property
+    def resumable(self) -> bool:
+        return self.state in RESUMABLE and bool(self.job_id)
+
+    def eta_now(self, now: float | None = None) -> float:
+        """The last ETA minus the time since it came, while the job runs; 0 once it ended."""
+        if not self.active or self.eta_s <= 0:
+            return 0.0
+        return max(0.0, self.eta_s - ((time.monotonic() if now is None else now) - self.progress_at))
+
+    def end(self, state: str) -> None:
+        """A terminal state: the ETA and rate of a job that no longer runs are cleared."""
+        self.state, self.eta_s, self.it_per_s = state, 0.0, 0.0
+
     def fail(self, code: str, message: str, hint: str = "") -> None:
-        self.state, self.error_code, self.error_message, self.error_hint = "FAILED", code, message, hint
+        self.end("FAILED")
+        self.error_code, self.error_message, self.error_hint = code, message, hint
 
     def result_meshes(self) -> list:
         """GLB files of the result, one per particle, in name order (artifacts, else result/ on disk)."""
@@ -124,6 +158,7 @@ def apply_frame(job: JobView, engine: EngineView, frame) -> set:
     elif t == "progress":
         job.stage, job.step, job.total = h["stage"], int(h["step"]), int(h["total"])
         job.eta_s, job.it_per_s = float(h.get("eta_s") or 0.0), float(h.get("it_per_s") or 0.0)
+        job.progress_at = time.monotonic()
         if job.state in ("QUEUED", "SUBMITTING"):
             job.state = "RUNNING"
     elif t == "preview":
@@ -138,7 +173,8 @@ def apply_frame(job: JobView, engine: EngineView, frame) -> set:
     elif t == "log":
         return changed
     elif t == "done":
-        job.state, job.result = "DONE", dict(h.get("result") or {})
+        job.end("DONE")
+        job.result = dict(h.get("result") or {})
         changed.add("terminal")
     elif t == "failed":
         tail = str(h.get("log_tail") or "").strip().splitlines()[-3:]
@@ -146,7 +182,7 @@ def apply_frame(job: JobView, engine: EngineView, frame) -> set:
                  str(h.get("hint") or ""))
         changed |= {"terminal", "error"}
     elif t == "cancelled":
-        job.state = "CANCELLED"
+        job.end("CANCELLED")
         job.stage = str(h.get("stage") or job.stage)
         job.step = int(h.get("step") or job.step)
         changed.add("terminal")

@@ -1,7 +1,8 @@
 """3D Viewport › Sidebar › VSDream. Drawing only: every action is an operator."""
 import bpy
 
-from . import preview
+from . import preview, ui_text
+from .job_state import RESUMABLE, state_label
 
 ENGINE_ICONS = {"OFFLINE": "RADIOBUT_OFF", "STARTING": "SORTTIME", "READY": "CHECKMARK", "BUSY": "PLAY",
                 "STALLED": "ERROR", "ERROR": "CANCEL"}
@@ -14,6 +15,11 @@ def _text_field(layout, data, prop: str, hint: str, icon: str) -> None:
         layout.prop(data, prop, text="", icon=icon, placeholder=hint)
     except TypeError:
         layout.prop(data, prop, text="", icon=icon)
+
+
+JOB_ICONS = {"SUBMITTING": "SORTTIME", "QUEUED": "SORTTIME", "RUNNING": "PLAY", "CANCELLING": "PAUSE",
+             "DONE": "CHECKMARK", "FAILED": "ERROR", "CANCELLED": "PAUSE"}
+ERROR_LINES = 8  # wrapped lines of an error in the panel; 'Details' shows all of it
 
 
 class _Sidebar:
@@ -30,12 +36,21 @@ def _progress(layout, factor: float, text: str) -> None:
         layout.label(text=f"{text} ({factor * 100:.0f}%)")
 
 
-def _eta(seconds: float) -> str:
-    if seconds <= 0:
-        return ""
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f" · ETA {h}h{m:02d}m" if h else f" · ETA {m}m{s:02d}s"
+def _chars(context) -> int:
+    region = getattr(context, "region", None)
+    scale = getattr(getattr(context.preferences, "system", None), "ui_scale", 1.0) or 1.0
+    return ui_text.chars_per_line(getattr(region, "width", 300) or 300, scale)
+
+
+def _wrapped(layout, context, text: str, icon: str = "NONE", max_lines: int = 0) -> bool:
+    """Label lines wrapped to the sidebar's width (the icon on the first). True when lines were left
+    out because of `max_lines` (0: none are)."""
+    lines = ui_text.wrap(text, _chars(context) - (3 if icon != "NONE" else 0))
+    shown = lines[:max_lines] if max_lines else lines
+    col = layout.column(align=True)
+    for i, line in enumerate(shown):
+        col.label(text=line, icon=icon if i == 0 else ("BLANK1" if icon != "NONE" else "NONE"))
+    return len(shown) < len(lines)
 
 
 class VSDREAM_PT_main(_Sidebar, bpy.types.Panel):
@@ -52,15 +67,17 @@ class VSDREAM_PT_main(_Sidebar, bpy.types.Panel):
             row.operator("vsdream.stop_engine", text="", icon="QUIT")
         if rt.engine_state == "ERROR" and rt.engine_message:
             box = layout.box()
-            for line in rt.engine_message.splitlines()[:6]:
-                box.label(text=line[:120])
+            _wrapped(box, context, rt.engine_message, "ERROR")
             if rt.log_path:
-                box.label(text=f"Log: {rt.log_path}", icon="TEXT")
+                _wrapped(box, context, f"Log: {rt.log_path}", "TEXT")
         col = layout.column(align=True)
-        _text_field(col, s, "prompt", "Prompt: what to make", "NONE")
-        _text_field(col, s, "negative_prompt", "Negative prompt: what to avoid", "REMOVE")
+        col.label(text="Prompt")
+        _text_field(col, s, "prompt", "What to make", "NONE")
+        col.label(text="Negative prompt")
+        _text_field(col, s, "negative_prompt", "What to avoid", "NONE")
         col = layout.column()
         col.use_property_split = True
+        col.use_property_decorate = False  # the keyframe dots would take width from the values
         col.prop(s, "preset")
         col.prop(s, "prior")
         col.prop(s, "seed")
@@ -106,21 +123,33 @@ class VSDREAM_PT_progress(_Sidebar, bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         rt = context.window_manager.vsdream
+        active = rt.job_state in ("SUBMITTING", "QUEUED", "RUNNING", "CANCELLING")
         if rt.job_state == "NONE":
             layout.label(text="No job yet")
         else:
-            layout.label(text=f"Job {rt.job_id or '…'}: {rt.job_state.title()}")
+            row = layout.row()
+            row.label(text=state_label(rt.job_state), icon=JOB_ICONS.get(rt.job_state, "DOT"))
+            if rt.job_id:
+                row.label(text=f"Job {ui_text.short_job_id(rt.job_id)}")
             if rt.job_state == "QUEUED" and rt.queue_position:
                 layout.label(text=f"Position {rt.queue_position} in the queue")
-            if rt.total:
-                _progress(layout, rt.progress, f"{rt.stage} {rt.step}/{rt.total}{_eta(rt.eta_s)}")
+            if rt.total and active:
+                _progress(layout, rt.progress, f"{rt.stage} {rt.step}/{rt.total}")
+                if rt.eta_s > 0:
+                    layout.label(text=ui_text.eta(rt.eta_s))
+            elif rt.total and rt.job_state != "DONE":  # where it ended, without a stale ETA
+                layout.label(text=f"Ended in {rt.stage} at {rt.step}/{rt.total}")
+            if rt.job_state in RESUMABLE and rt.job_id:
+                _wrapped(layout, context, "Its checkpoint is kept: Resume continues from it", "INFO")
+                layout.operator("vsdream.resume_current", icon="PLAY")
         if rt.error_message:
             box = layout.box()
             box.alert = True
-            for line in rt.error_message.splitlines()[:6]:
-                box.label(text=line[:120], icon="ERROR")
+            cut = _wrapped(box, context, rt.error_message, "ERROR", max_lines=ERROR_LINES)
             if rt.error_hint:
-                box.label(text=rt.error_hint[:160], icon="INFO")
+                cut |= _wrapped(box, context, rt.error_hint, "INFO", max_lines=ERROR_LINES)
+            if cut:
+                box.operator("vsdream.error_details", icon="TEXT")
         img = bpy.data.images.get(preview.PREVIEW_NAME)
         if img is not None:
             layout.template_icon(icon_value=img.preview_ensure().icon_id, scale=8.0)
@@ -132,9 +161,8 @@ class VSDREAM_PT_progress(_Sidebar, bpy.types.Panel):
 
 class VSDREAM_UL_history(bpy.types.UIList):
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
-        icons = {"done": "CHECKMARK", "failed": "ERROR", "cancelled": "CANCEL", "unfinished": "SORTTIME"}
-        layout.label(text=item.prompt or item.job_id, icon=icons.get(item.status, "DOT"))
-        layout.label(text=item.status)
+        layout.label(text=item.prompt or item.job_id, icon=JOB_ICONS.get(item.state, "DOT"))
+        layout.label(text=state_label(item.state))
 
 
 class VSDREAM_PT_history(_Sidebar, bpy.types.Panel):

@@ -120,7 +120,8 @@ class VSDREAM_PG_settings(bpy.types.PropertyGroup):
 class VSDREAM_PG_history_item(bpy.types.PropertyGroup):
     job_id: StringProperty()
     prompt: StringProperty()
-    status: StringProperty()
+    status: StringProperty()  # the run folder's last terminal event (history.py)
+    state: StringProperty()  # the same in the panel's vocabulary (job_state.STATE_LABELS keys)
     run_dir: StringProperty(subtype="DIR_PATH")
     mode: StringProperty(default="text")
     created: FloatProperty()

@@ -17,9 +17,12 @@ from .job_state import apply_frame
 from .session import SESSION
 
 INTERVAL_S = 0.1
+CLOCK_S = 1.0  # while a job runs the progress line (ETA) refreshes at least this often
 MAX_ITEMS_PER_TICK = 500
 _hooks = []  # callables(kind, data) run for every inbox item (used by set-up / check operators)
 _force_sync = True
+_last_sync = 0.0
+_history_for = ("", "NONE")  # (job id, state) the History list was last filled for
 
 
 def on_item(hook):
@@ -39,7 +42,7 @@ def tick():
 
 def drain(context=None) -> set:
     """Process everything waiting in the inbox; returns the set of what changed."""
-    global _force_sync
+    global _force_sync, _last_sync
     context = context or bpy.context
     changed, latest_preview, terminal = set(), None, False
     for _ in range(MAX_ITEMS_PER_TICK):
@@ -78,9 +81,11 @@ def drain(context=None) -> set:
         _show_preview(latest_preview)
     if terminal:
         _finish_job(context)
+    if terminal or (SESSION.job.job_id, SESSION.job.state) != _history_for:  # History shows the live state
         refresh_history(context)
-    if changed or _force_sync:
-        _force_sync = False
+        changed.add("job")
+    if changed or _force_sync or (SESSION.job.active and time.monotonic() - _last_sync >= CLOCK_S):
+        _force_sync, _last_sync = False, time.monotonic()
         sync_runtime()
         redraw(context)
     return changed
@@ -189,7 +194,7 @@ def sync_runtime() -> None:
         rt.log_path = ev.log_path
         rt.job_id, rt.job_state, rt.job_mode = job.job_id, job.state, job.mode
         rt.queue_position, rt.stage, rt.step, rt.total = job.queue_position, job.stage, job.step, job.total
-        rt.eta_s, rt.it_per_s, rt.progress = job.eta_s, job.it_per_s, job.progress
+        rt.eta_s, rt.it_per_s, rt.progress = job.eta_now(), job.it_per_s, job.progress
         rt.error_code, rt.error_message, rt.error_hint = job.error_code, job.error_message[:2000], job.error_hint
         rt.preview_frames, rt.preview_caption = job.preview_frames, job.preview_caption
         rt.imported = ", ".join(job.imported_names)
@@ -202,11 +207,13 @@ def refresh(context=None) -> None:
 
 
 def refresh_history(context=None) -> None:
+    global _history_for
+    _history_for = (SESSION.job.job_id, SESSION.job.state)
     runs = history.scan(paths.output_dir(preferences.get(context)))
     for wm in bpy.data.window_managers:
         rt = getattr(wm, "vsdream", None)
         if rt is not None:
-            history.fill(rt.history, runs)
+            history.fill(rt.history, runs, SESSION.job)
 
 
 def redraw(context=None) -> None:

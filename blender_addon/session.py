@@ -198,8 +198,8 @@ def connect(cfg: ConnectConfig, inbox: queue.Queue):
             engine.launch()
             hs = engine.wait_ready(cfg.handshake_timeout)
         except engine_process.EngineStartError as exc:
-            engine.stop()
-            raise ConnectError(str(exc), engine.log_path) from None
+            engine.stop()  # no process started: the log on disk is an older engine's, do not point at it
+            raise ConnectError(str(exc), engine.log_path if engine.proc is not None else "") from None
         except OSError as exc:
             engine.stop()
             raise ConnectError(f"could not start the engine with {cfg.engine_python!r}: {exc}",
@@ -271,7 +271,7 @@ class Session:
         self._generation += 1
         self.engine_view.state, self.engine_view.message = "STARTING", (
             "starting the engine…" if cfg.mode == "LOCAL" else f"connecting to {cfg.host}:{cfg.port}…")
-        self.engine_view.log_path = cfg.log_path if cfg.mode == "LOCAL" else ""
+        self.engine_view.log_path = ""  # set once this start has written a log (an older one misleads)
         gen = self._generation
 
         def work():
@@ -280,7 +280,7 @@ class Session:
                 self.inbox.put(("connected", (gen, conn, engine)))
             except ConnectError as exc:
                 self.inbox.put(("connect_failed", (gen, str(exc), exc.log_path)))
-            except Exception as exc:  # never let a worker thread die silently
+            except Exception as exc:  # noqa: BLE001 - never let a worker thread die silently
                 self.inbox.put(("connect_failed", (gen, f"{type(exc).__name__}: {exc}", "")))
         threading.Thread(target=work, name="vsdream-connect", daemon=True).start()
 
@@ -302,6 +302,7 @@ class Session:
                 engine.stop()
             return False
         self.conn, self.engine = conn, engine
+        self.engine_view.log_path = str(engine.log_path) if engine is not None else ""
         apply_frame(self.job, self.engine_view, conn.welcome)
         for frame in self.pending:
             conn.send(frame)
@@ -375,8 +376,8 @@ class Session:
                 self._stoppers.append(stopper)
         self.engine_view.state, self.engine_view.message = "OFFLINE", "engine stopped"
         self.engine_view.running, self.engine_view.queued = [], 0
-        if self.job.active:
-            self.job.fail("engine_stopped", "the engine was stopped while the job ran; its checkpoint is kept")
+        if self.job.active:  # the engine checkpoints its jobs on SIGTERM: the job is stopped, not failed
+            self.job.end("CANCELLED")
 
     def new_job(self, **fields) -> JobView:
         self.job = JobView(state="SUBMITTING", **fields)

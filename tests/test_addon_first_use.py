@@ -19,3 +19,84 @@ def test_preview_preference_is_seconds_and_the_engine_takes_it(addon):
     assert all(req["overrides"][n]["preview_interval_s"] == 5.0 for n in job_spec.STAGE_NAMES)
     spec = make_spec(req["preset"], req["overrides"])
     assert spec.nerf.preview_interval_s == 5.0 and spec.texture.preview_interval_s == 5.0
+
+
+def _frame(kind: str, **header):
+    from blender_addon._protocol_import import protocol
+    return protocol.Frame({"type": kind, "time": 0.0, **header}, b"")
+
+
+def test_one_state_vocabulary_and_a_stopped_job_can_resume(addon, tmp_path):
+    """Panel and History say the same word; an interrupted job says Stopped and offers Resume;
+    a job that ended shows no ETA or rate."""
+    from blender_addon import pump
+    from blender_addon.job_state import state_label
+    from blender_addon.session import SESSION
+    run = tmp_path / "user" / "runs" / "j1"
+    run.mkdir(parents=True)
+    (run / "spec.json").write_text('{"prompt": "a vase", "mode": "text"}')
+    (run / "events.jsonl").write_text('{"type": "queued", "seq": 1}\n{"type": "started", "seq": 2}\n')
+    SESSION.new_job(mode="text", prompt="a vase")
+    for frame in (_frame("accepted", job_id="j1", run_dir=str(run), position=0),
+                  _frame("stage", job_id="j1", seq=3, stage="nerf", total=400),
+                  _frame("progress", job_id="j1", seq=4, stage="nerf", step=37, total=400, eta_s=4440.0,
+                         it_per_s=0.1)):
+        SESSION.inbox.put(("frame", frame))
+    pump.drain()
+    rt = bpy.context.window_manager.vsdream
+    item = next(i for i in rt.history if i.job_id == "j1")
+    assert rt.job_state == item.state == "RUNNING"  # the live job: History follows the panel
+    assert 4430.0 < rt.eta_s <= 4440.0 and not bpy.ops.vsdream.resume_current.poll()
+    SESSION.disconnect(stop_engine=True, wait=True)  # 'Stop engine' mid-job
+    pump.drain()
+    item = next(i for i in rt.history if i.job_id == "j1")
+    assert rt.job_state == item.state == "CANCELLED" and state_label(item.state) == "Stopped"
+    assert (rt.eta_s, rt.it_per_s) == (0.0, 0.0) and rt.error_message == ""  # no stale ETA, not a failure
+    assert (rt.step, rt.total) == (37, 400)  # where it stopped stays readable
+    assert bpy.ops.vsdream.resume_current.poll()
+    # a folder left without a terminal event reads "Stopped" too once no one follows it
+    from blender_addon.job_state import JobView
+    SESSION.job = JobView()
+    pump.refresh_history()
+    assert next(i for i in rt.history if i.job_id == "j1").state == "CANCELLED"
+
+
+def test_failed_job_clears_its_eta_and_keeps_the_whole_message(addon):
+    from blender_addon import pump
+    from blender_addon.session import SESSION
+    SESSION.new_job(mode="retexture")
+    SESSION.inbox.put(("frame", _frame("accepted", job_id="j2", run_dir="", position=0)))
+    SESSION.inbox.put(("frame", _frame("progress", job_id="j2", seq=1, stage="texture", step=3, total=150,
+                                       eta_s=90.0, it_per_s=1.5)))
+    reason = "MeshInputError: input_mesh '/very/long/" + "x" * 150 + "/input.glb' has no faces: it is a point cloud"
+    SESSION.inbox.put(("frame", _frame("failed", job_id="j2", seq=2, code="bad_input", message=reason,
+                                       hint="select a mesh object with faces")))
+    pump.drain()
+    rt = bpy.context.window_manager.vsdream
+    assert rt.job_state == "FAILED" and (rt.eta_s, rt.it_per_s) == (0.0, 0.0)
+    assert rt.error_message.endswith("it is a point cloud") and rt.error_hint.startswith("select")
+    from blender_addon import ui_text
+    lines = ui_text.wrap(rt.error_message, 40)
+    assert all(len(line) <= 40 for line in lines) and "".join(lines).replace(" ", "") == reason.replace(" ", "")
+
+
+def test_ui_text_wraps_and_shortens():
+    from blender_addon import ui_text
+    assert ui_text.eta(0) == "" and ui_text.eta(245) == "ETA 4m05s" and ui_text.eta(4440) == "ETA 1h14m"
+    assert ui_text.eta(364 * 3600 + 33 * 60) == "ETA 15d4h"
+    assert ui_text.short_job_id("20261123-231501-a1b2c3") == "…a1b2c3"
+    assert ui_text.chars_per_line(300, 1.0) < ui_text.chars_per_line(600, 1.0)
+    assert ui_text.chars_per_line(300, 2.0) < ui_text.chars_per_line(300, 1.0)
+    assert ui_text.wrap("a\n\nb", 20) == ["a", "", "b"]
+
+
+def test_generate_refuses_without_an_engine_python(addon, tmp_path):
+    """Nothing is 'submitted' and no job starts when the local engine cannot start at all."""
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    prefs.connection_mode, prefs.engine_python = "LOCAL", str(tmp_path / "no" / "python")
+    s = bpy.context.scene.vsdream
+    s.preset, s.prior = "cpu-smoke", "analytic:marker"
+    with pytest.raises(RuntimeError, match="Engine Python not found"):
+        bpy.ops.vsdream.generate()
+    rt = bpy.context.window_manager.vsdream
+    assert rt.job_state == "NONE" and rt.engine_state == "OFFLINE"

@@ -1,4 +1,6 @@
 """Generate (text → 3D) and Cancel."""
+from pathlib import Path
+
 import bpy
 from bpy.props import StringProperty
 
@@ -8,10 +10,26 @@ from ..session import SESSION
 from ._common import explain, parse_overrides
 
 
+def engine_problem(context) -> str:
+    """Why no job can be sent right now (a local engine without its Python), else ''."""
+    if SESSION.connected:
+        return ""
+    cfg = preferences.connect_config(context)
+    if cfg.mode == "LOCAL" and not (cfg.engine_python and Path(cfg.engine_python).is_file()):
+        return (f"Engine Python not found ({cfg.engine_python or 'none set'}): press 'Set up engine' in the "
+                "add-on preferences, or set Engine Python there")
+    return ""
+
+
 def submit_job(context, mode: str, overrides_json: str, mesh: bytes = b"", **job_fields):
-    """Build the request, start a job view and send it (auto-starting the engine when needed)."""
+    """Build the request, start a job view and send it (auto-starting the engine when needed).
+
+    Raises ValueError before anything is sent when the request is bad or no engine can start."""
     settings = context.scene.vsdream
     prefs = preferences.get(context)
+    problem = engine_problem(context)
+    if problem:
+        raise ValueError(problem)
     request = job_spec.build_request(settings, prefs, mode=mode, extra=parse_overrides(overrides_json))
     frame = protocol.submit(preset=request["preset"], overrides=request["overrides"],
                             mesh=mesh or None, mesh_name="input.glb" if mesh else None)
@@ -45,7 +63,9 @@ class VSDREAM_OT_generate(bpy.types.Operator):
         except (ValueError, protocol.ProtocolError) as exc:
             self.report({"ERROR"}, f"Cannot submit: {exc}")
             return {"CANCELLED"}
-        self.report({"INFO"}, "VSDream job submitted")
+        # "submitted" would claim too much: the job is queued only once the engine accepts it (panel)
+        self.report({"INFO"}, "Sending the job to the engine" if SESSION.connected else
+                    "Starting the engine; the job follows")
         return {"FINISHED"}
 
 

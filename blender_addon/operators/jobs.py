@@ -8,7 +8,7 @@ from pathlib import Path
 import bpy
 from bpy.props import IntProperty
 
-from .. import history, paths, preferences, pump
+from .. import history, paths, preferences, pump, ui_text
 from .._protocol_import import protocol
 from ..job_state import JobView
 from ..session import SESSION
@@ -111,6 +111,49 @@ class VSDREAM_OT_resume_job(_HistoryOp, bpy.types.Operator):
         return {"FINISHED"}
 
 
+class VSDREAM_OT_resume_current(bpy.types.Operator):
+    bl_idname = "vsdream.resume_current"
+    bl_label = "Resume"
+    bl_description = "Continue this stopped job from its newest checkpoint (starts the engine when needed)"
+
+    @classmethod
+    def poll(cls, context):
+        if not SESSION.job.resumable:
+            return explain(cls, "Only a stopped or failed job can be resumed")
+        return True
+
+    def execute(self, context):
+        job = SESSION.job
+        SESSION.job = JobView(job_id=job.job_id, prompt=job.prompt, seed=job.seed, run_dir=job.run_dir,
+                              mode=job.mode, target_object=job.target_object, state="SUBMITTING")
+        SESSION.send(protocol.resume(job.job_id), cfg=preferences.connect_config(context))
+        pump.refresh(context)
+        return {"FINISHED"}
+
+
+class VSDREAM_OT_error_details(bpy.types.Operator):
+    bl_idname = "vsdream.error_details"
+    bl_label = "Details"
+    bl_description = "Show the whole error message and hint (also printed to the system console)"
+
+    def invoke(self, context, event):
+        rt = context.window_manager.vsdream
+        print(f"VSDream error {rt.error_code}: {rt.error_message}\nhint: {rt.error_hint}")
+        return context.window_manager.invoke_popup(self, width=640)
+
+    def draw(self, context):
+        rt = context.window_manager.vsdream
+        col = self.layout.column(align=True)
+        col.label(text=f"Error: {rt.error_code}", icon="ERROR")
+        for line in ui_text.wrap(rt.error_message, 90):
+            col.label(text=line)
+        for line in ui_text.wrap(rt.error_hint, 90) if rt.error_hint else []:
+            col.label(text=line, icon="INFO")
+
+    def execute(self, context):
+        return {"FINISHED"}
+
+
 class VSDREAM_OT_open_folder(_HistoryOp, bpy.types.Operator):
     bl_idname = "vsdream.open_folder"
     bl_label = "Open folder"
@@ -162,5 +205,5 @@ class VSDREAM_OT_refresh_history(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = (VSDREAM_OT_import_job, VSDREAM_OT_reattach, VSDREAM_OT_resume_job, VSDREAM_OT_open_folder, VSDREAM_OT_delete_job,
-           VSDREAM_OT_refresh_history)
+CLASSES = (VSDREAM_OT_import_job, VSDREAM_OT_reattach, VSDREAM_OT_resume_job, VSDREAM_OT_resume_current,
+           VSDREAM_OT_error_details, VSDREAM_OT_open_folder, VSDREAM_OT_delete_job, VSDREAM_OT_refresh_history)
