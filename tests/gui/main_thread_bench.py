@@ -1,0 +1,127 @@
+"""How long the add-on blocks Blender's main thread, with real bpy (issue 13: ≤ 50 ms up to 100k faces).
+
+    .venv/bin/python tests/gui/main_thread_bench.py [--faces 10000 100000] [--json]
+
+For each size: a subdivided, parented Suzanne-like mesh (a grid) is re-textured ("Re-texture selected":
+the operator's execute, i.e. what runs on the main thread before Blender draws again), and a result GLB of
+the same size (1024² texture) is brought back (the pump's import of a finished re-texture job, the
+material swap, and of a text job, new objects). Worker-thread time is reported apart: it does not block.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import bpy  # noqa: I001 - bpy before anything that could import pymeshlab
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def grid_object(faces: int, name: str = "Bench"):
+    """A flat-ish quad grid of about `faces` faces with UVs, parented to an empty (like an artist's mesh)."""
+    side = max(1, int(round(faces ** 0.5)))
+    bpy.ops.mesh.primitive_grid_add(x_subdivisions=side, y_subdivisions=side, size=2.0, calc_uvs=True)
+    obj = bpy.context.active_object
+    obj.name = name
+    parent = bpy.data.objects.new(name + " parent", None)
+    bpy.context.scene.collection.objects.link(parent)
+    obj.parent = parent
+    parent.location = (0.5, 0.0, 0.0)
+    return obj
+
+
+def result_glb(obj, path: Path, texture: int = 1024) -> Path:
+    """A result as the engine writes it: the mesh, one material with an embedded base-colour PNG."""
+    from blender_addon import importer
+    img = bpy.data.images.new("bench_tex", texture, texture)
+    img.pixels.foreach_set([0.5] * texture * texture * 4)
+    img.filepath_raw = str(path.with_suffix(".png"))
+    img.file_format = "PNG"
+    img.save()
+    mat = bpy.data.materials.new("bench_mat")
+    if mat.node_tree is None:
+        mat.use_nodes = True
+    tex = mat.node_tree.nodes.new("ShaderNodeTexImage")
+    tex.image = img
+    mat.node_tree.links.new(tex.outputs["Color"], mat.node_tree.nodes["Principled BSDF"].inputs["Base Color"])
+    obj.data.materials.append(mat)
+    bpy.ops.object.select_all(action="DESELECT")
+    obj.select_set(True)
+    bpy.context.view_layer.objects.active = obj
+    bpy.ops.export_scene.gltf(filepath=str(path), export_format="GLB", use_selection=True, export_yup=True)
+    obj.data.materials.clear()
+    del importer
+    return path
+
+
+def timed(fn, repeat: int = 3) -> float:
+    out = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000.0)
+    return statistics.median(out)
+
+
+def bench(faces: int, tmp: Path) -> dict:
+    from blender_addon import pump
+    from blender_addon.job_state import JobView
+    from blender_addon.session import SESSION
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    import addon_helpers
+    addon_helpers.enable()
+    prefs = bpy.context.preferences.addons[addon_helpers.ADDON].preferences
+    prefs.connection_mode, prefs.remote_port, prefs.remote_token = "REMOTE", 9, "x"  # nothing listens
+    s = bpy.context.scene.vsdream
+    s.prior, s.preset = "analytic:marker", "cpu-smoke"
+    obj = grid_object(faces)
+    n_faces = len(obj.data.polygons)
+    glb = result_glb(grid_object(faces, "Result"), tmp / f"result{faces}.glb")
+
+    def retexture():
+        SESSION.job = JobView()
+        bpy.context.view_layer.objects.active = obj
+        obj.select_set(True)
+        assert bpy.ops.vsdream.retexture() == {"FINISHED"}
+    export_ms = timed(retexture)
+    SESSION.disconnect(stop_engine=False, wait=True)
+
+    def swap():
+        job = JobView(job_id="b", mode="retexture", state="DONE", target_object=obj.name, run_dir=str(tmp))
+        pump.import_job_meshes(bpy.context, job, [str(glb)])
+    swap_ms = timed(swap)
+
+    def import_new():
+        job = JobView(job_id="b", mode="text", state="DONE", prompt="bench", run_dir=str(tmp))
+        pump.import_job_meshes(bpy.context, job, [str(glb)])
+    import_ms = timed(import_new)
+    addon_helpers.disable()
+    return {"faces": n_faces, "retexture_execute_ms": round(export_ms, 1), "swap_material_ms": round(swap_ms, 1),
+            "import_new_ms": round(import_ms, 1)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--faces", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        import os
+        os.environ["VSDREAM_USER_DIR"] = str(Path(d) / "user")
+        rows = [bench(f, Path(d)) for f in args.faces]
+    for r in rows:
+        print(json.dumps(r) if args.json else
+              f"{r['faces']:>7} faces: re-texture execute {r['retexture_execute_ms']:.0f} ms, "
+              f"material swap {r['swap_material_ms']:.0f} ms, import as new {r['import_new_ms']:.0f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
