@@ -20,6 +20,7 @@ BENCHES: dict[str, str] = {
     "upload": "server.bench_upload:main",
     "fuzz": "server.fuzz:main",
     "render": "engine.render.speed:main",
+    "memory": "engine.bench.memory:main",
 }
 
 USAGE = """usage: vsdream <command> [options]
@@ -30,7 +31,7 @@ commands:
   export     re-export meshes from a run folder's checkpoint
   serve      start the engine server (same as python -m server)
   models     fetch or list diffusion model weights
-  bench      quality | step | mesh | server | render benchmarks (print figures)
+  bench      quality | step | mesh | server | render | memory benchmarks (print figures)
 """
 
 
