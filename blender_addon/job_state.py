@@ -50,6 +50,8 @@ class JobView:
     artifacts: dict = field(default_factory=dict)  # name -> absolute path (local engine) or name
     result: dict = field(default_factory=dict)
     target_object: str = ""  # re-texture: the object whose material gets swapped
+    uv_map: str = ""  # re-texture: the object's UV map the texture was baked into
+    pending_request: dict | None = None  # re-texture: the request while its GLB is being written
     auto_import: bool = True
     imported: bool = False
     imported_names: list = field(default_factory=list)

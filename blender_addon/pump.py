@@ -12,7 +12,7 @@ from pathlib import Path
 import bpy
 from bpy.app.handlers import persistent
 
-from . import history, importer, paths, preferences, preview
+from . import history, importer, paths, preferences, preview, result_texture
 from .job_state import apply_frame
 from .session import SESSION
 
@@ -45,7 +45,7 @@ def drain(context=None) -> set:
     global _force_sync, _last_sync
     context = context or bpy.context
     changed, latest_preview, terminal = set(), None, False
-    for _ in range(MAX_ITEMS_PER_TICK):
+    for _ in range(min(MAX_ITEMS_PER_TICK, SESSION.inbox.qsize())):  # items queued meanwhile: next tick
         try:
             kind, data = SESSION.inbox.get_nowait()
         except Exception:  # queue.Empty
@@ -124,8 +124,9 @@ def import_job_meshes(context, job, meshes: list) -> list:
     """Swap the material (re-texture) or import the meshes (text mode, or a re-texture result whose
     object is gone: the GLB keeps the object's coordinates, so it lands in place). Marks the job."""
     target = bpy.data.objects.get(job.target_object) if job.target_object else None
-    if job.mode == "retexture" and target is not None:
-        mat = importer.swap_material(target, Path(meshes[0]))
+    if job.mode == "retexture" and target is not None:  # only the texture: a few ms, whatever the mesh size
+        image = result_texture.extract_base_color(meshes[0], Path(meshes[0]).parent)
+        mat = result_texture.apply_texture(target, image, job.uv_map)
         job.imported, job.imported_names = True, [target.name]
         return [mat]
     size = float(getattr(getattr(context.scene, "vsdream", None), "size", 1.0))

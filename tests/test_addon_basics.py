@@ -131,10 +131,10 @@ def test_job_state_is_not_saved_in_the_blend(addon, tmp_path):
 
 
 def test_particles_import_side_by_side_at_the_cursor(addon, tmp_path):
-    from blender_addon import importer
+    from blender_addon import importer, mesh_export
     bpy.ops.mesh.primitive_monkey_add()
     src = bpy.context.active_object
-    glb = importer.export_for_retexture(bpy.context, src, tmp_path / "p.glb")
+    glb = mesh_export.write_glb(mesh_export.snapshot(src, bpy.context.evaluated_depsgraph_get()), tmp_path / "p.glb")
     bpy.data.objects.remove(src)
     bpy.context.scene.cursor.location = (1.0, 2.0, 3.0)
     info = {"job_id": "j1", "prompt": "a   monkey, ", "seed": 4, "run_dir": str(tmp_path)}
@@ -185,21 +185,34 @@ def test_opening_a_file_shows_the_running_job_again(addon, tmp_path):
     SESSION.job.state = "NONE"
 
 
-def test_retexture_export_keeps_uvs_and_restores_materials(addon, tmp_path):
-    """The GLB the engine gets carries the UVs; the artist's object is left exactly as it was."""
-    from blender_addon import importer
+def test_retexture_export_keeps_uvs_world_space_and_the_object(addon, tmp_path):
+    """The GLB the engine gets carries the UVs, the modifiers and the world placement (Y-up); the
+    artist's object is left exactly as it was."""
+    import numpy as np
+
+    from blender_addon import mesh_export
     from engine.mesh.mesh_io import load_mesh  # the engine's own reader
-    bpy.ops.mesh.primitive_cube_add(size=1.0)
-    bare = bpy.context.active_object
-    importer.export_for_retexture(bpy.context, bare, tmp_path / "bare.glb")
-    assert len(bare.material_slots) == 0 and not bpy.data.materials.get("VSDream export")
-    assert load_mesh(tmp_path / "bare.glb").had_uvs
+    bpy.ops.mesh.primitive_cube_add(size=1.0, location=(0.0, 3.0, 1.0))
+    cube = bpy.context.active_object
     own = bpy.data.materials.new("Own")
-    bare.data.materials.append(own)
-    importer.export_for_retexture(bpy.context, bare, tmp_path / "own.glb")
-    assert [s.material for s in bare.material_slots] == [own]
-    loaded = load_mesh(tmp_path / "own.glb")
+    cube.data.materials.append(own)
+    parent = bpy.data.objects.new("parent", None)
+    bpy.context.scene.collection.objects.link(parent)
+    parent.location = (2.0, 0.0, 0.0)
+    cube.parent = parent
+    bpy.context.view_layer.update()
+    snap = mesh_export.snapshot(cube, bpy.context.evaluated_depsgraph_get())
+    path = mesh_export.write_glb(snap, tmp_path / "cube.glb")
+    assert [s.material for s in cube.material_slots] == [own] and len(cube.data.uv_layers) == 1
+    loaded = load_mesh(path)
     assert loaded.had_uvs and len(loaded.mesh.vertices) == 24  # the cube's 24 UV-split corners
+    v = np.asarray(loaded.to_original(np.asarray(loaded.mesh.vertices)))
+    # world (x, y, z) = (2, 3, 1) ± 0.5, through glTF's Y-up and the engine's reading back to Z-up
+    assert v.min(0) == pytest.approx([1.5, 2.5, 0.5], abs=1e-4) and v.max(0) == pytest.approx([2.5, 3.5, 1.5], abs=1e-4)
+    mod = cube.modifiers.new("sub", "SUBSURF")
+    mod.levels = 1
+    snap = mesh_export.snapshot(cube, bpy.context.evaluated_depsgraph_get())
+    assert len(mesh_export.triangle_loops(snap)) // 3 == 48 and len(cube.data.polygons) == 6  # modifiers applied, mesh untouched
 
 
 def test_choosing_a_preset_brings_its_camera(addon):

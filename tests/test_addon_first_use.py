@@ -100,3 +100,62 @@ def test_generate_refuses_without_an_engine_python(addon, tmp_path):
         bpy.ops.vsdream.generate()
     rt = bpy.context.window_manager.vsdream
     assert rt.job_state == "NONE" and rt.engine_state == "OFFLINE"
+
+
+def _select(obj) -> None:
+    for other in bpy.context.view_layer.objects:
+        other.select_set(False)
+    obj.select_set(True)
+    bpy.context.view_layer.objects.active = obj
+
+
+def test_retexture_refuses_a_mesh_without_faces_before_changing_it(addon):
+    mesh = bpy.data.meshes.new("wire")
+    mesh.from_pydata([(0, 0, 0), (1, 0, 0), (1, 1, 0)], [(0, 1), (1, 2)], [])
+    obj = bpy.data.objects.new("wire", mesh)
+    bpy.context.scene.collection.objects.link(obj)
+    _select(obj)
+    s = bpy.context.scene.vsdream
+    s.preset, s.prior = "cpu-smoke", "analytic:marker"
+    with pytest.raises(RuntimeError, match="wire has no faces \\(3 vertices, 2 edges\\)"):
+        bpy.ops.vsdream.retexture()
+    assert len(mesh.uv_layers) == 0 and bpy.context.window_manager.vsdream.job_state == "NONE"
+
+
+def test_retexture_of_a_mesh_without_uvs_sends_the_evaluated_mesh(addon, tmp_path):
+    """The UV map is computed off the main thread and written back; the GLB that is sent has the
+    modifiers applied and those UVs; 'Sending' until the engine answers."""
+    import socket
+
+    from blender_addon import pump
+    from blender_addon.session import SESSION
+    from engine.mesh.mesh_io import load_mesh
+    silent = socket.socket()  # an engine that accepts the connection and never answers: the frame waits
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    try:
+        prefs = bpy.context.preferences.addons[ADDON].preferences
+        prefs.connection_mode, prefs.remote_port, prefs.remote_token = "REMOTE", silent.getsockname()[1], "x"
+        s = bpy.context.scene.vsdream
+        s.preset, s.prior = "cpu-smoke", "analytic:marker"
+        bpy.ops.mesh.primitive_monkey_add()
+        obj = bpy.context.active_object
+        obj.data.uv_layers.remove(obj.data.uv_layers[0])
+        obj.modifiers.new("sub", "SUBSURF").levels = 1
+        _select(obj)
+        assert bpy.ops.vsdream.retexture() == {"FINISHED"}
+        assert bpy.context.window_manager.vsdream.job_state == "SUBMITTING"
+        assert pump.run_until(lambda: SESSION.pending, 30)
+        frame = SESSION.pending[0]
+        assert frame.type == "submit" and frame["overrides"]["mode"] == "retexture"
+        assert [layer.name for layer in obj.data.uv_layers] == ["VSDream UV"] and SESSION.job.uv_map == "VSDream UV"
+        (tmp_path / "sent.glb").write_bytes(frame.payload)
+        loaded = load_mesh(tmp_path / "sent.glb", face_limit=10**6)
+        evaluated = obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).data
+        assert loaded.had_uvs and len(loaded.mesh.faces) == sum(len(p.vertices) - 2 for p in evaluated.polygons)
+        uv = loaded.mesh.uvs
+        assert 0.0 < uv.min() and uv.max() < 1.0 and uv.std() > 0.1  # the box projection's six tiles
+        assert bpy.context.window_manager.vsdream.job_state == "SUBMITTING"
+    finally:
+        SESSION.disconnect(stop_engine=True, wait=True)
+        silent.close()

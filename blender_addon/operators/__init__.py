@@ -12,3 +12,4 @@ _register, unregister = bpy.utils.register_classes_factory(CLASSES)
 def register():
     _register()
     engine.register_hooks()
+    retexture.register_hooks()

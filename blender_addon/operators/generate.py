@@ -21,19 +21,27 @@ def engine_problem(context) -> str:
     return ""
 
 
-def submit_job(context, mode: str, overrides_json: str, mesh: bytes = b"", **job_fields):
-    """Build the request, start a job view and send it (auto-starting the engine when needed).
-
-    Raises ValueError before anything is sent when the request is bad or no engine can start."""
-    settings = context.scene.vsdream
-    prefs = preferences.get(context)
+def build_request(context, mode: str, overrides_json: str) -> dict:
+    """The engine request from the scene settings (main thread). Raises ValueError before anything
+    changes when the overrides are bad or no engine can start."""
     problem = engine_problem(context)
     if problem:
         raise ValueError(problem)
-    request = job_spec.build_request(settings, prefs, mode=mode, extra=parse_overrides(overrides_json))
-    frame = protocol.submit(preset=request["preset"], overrides=request["overrides"],
-                            mesh=mesh or None, mesh_name="input.glb" if mesh else None)
-    SESSION.new_job(mode=mode, prompt=settings.prompt, seed=settings.seed, **job_fields)
+    return job_spec.build_request(context.scene.vsdream, preferences.get(context), mode=mode,
+                                  extra=parse_overrides(overrides_json))
+
+
+def start_job(context, mode: str, **job_fields):
+    """A new job view in SUBMITTING: the panel says 'Sending' until the engine accepts it."""
+    settings = context.scene.vsdream
+    return SESSION.new_job(mode=mode, prompt=settings.prompt, seed=settings.seed, **job_fields)
+
+
+def submit_job(context, mode: str, overrides_json: str, **job_fields):
+    """Build the request, start a job view and send it (auto-starting the engine when needed)."""
+    request = build_request(context, mode, overrides_json)
+    frame = protocol.submit(preset=request["preset"], overrides=request["overrides"])
+    start_job(context, mode, **job_fields)
     SESSION.send(frame, cfg=preferences.connect_config(context))
     pump.refresh(context)
     return request

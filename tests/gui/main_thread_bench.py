@@ -70,41 +70,71 @@ def timed(fn, repeat: int = 3) -> float:
     return statistics.median(out)
 
 
+def _drain_until_sent(session, timeout_s: float = 120.0) -> tuple:
+    """Pump until the submit frame is ready; (longest single drain in ms, wall time in ms)."""
+    from blender_addon import pump
+    t0, longest = time.perf_counter(), 0.0
+    while not session.pending and session.job.state == "SUBMITTING" and time.perf_counter() - t0 < timeout_s:
+        t = time.perf_counter()
+        pump.drain()
+        longest = max(longest, (time.perf_counter() - t) * 1000.0)
+        time.sleep(0.005)
+    assert session.pending, (session.job.state, session.job.error_message)
+    return longest, (time.perf_counter() - t0) * 1000.0
+
+
 def bench(faces: int, tmp: Path) -> dict:
+    import socket
+
     from blender_addon import pump
     from blender_addon.job_state import JobView
     from blender_addon.session import SESSION
     bpy.ops.wm.read_factory_settings(use_empty=True)
     import addon_helpers
     addon_helpers.enable()
+    silent = socket.socket()  # an engine that never answers: the frame stays in SESSION.pending
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
     prefs = bpy.context.preferences.addons[addon_helpers.ADDON].preferences
-    prefs.connection_mode, prefs.remote_port, prefs.remote_token = "REMOTE", 9, "x"  # nothing listens
+    prefs.connection_mode, prefs.remote_port, prefs.remote_token = "REMOTE", silent.getsockname()[1], "x"
     s = bpy.context.scene.vsdream
     s.prior, s.preset = "analytic:marker", "cpu-smoke"
     obj = grid_object(faces)
     n_faces = len(obj.data.polygons)
     glb = result_glb(grid_object(faces, "Result"), tmp / f"result{faces}.glb")
-
-    def retexture():
-        SESSION.job = JobView()
-        bpy.context.view_layer.objects.active = obj
-        obj.select_set(True)
-        assert bpy.ops.vsdream.retexture() == {"FINISHED"}
-    export_ms = timed(retexture)
+    row = {"faces": n_faces}
+    for label, strip_uvs in (("", False), ("no_uv_", True)):
+        execute, drains, walls = [], [], []
+        for _ in range(3):
+            SESSION.disconnect(stop_engine=False, wait=True)
+            SESSION.job = JobView()
+            while strip_uvs and obj.data.uv_layers:
+                obj.data.uv_layers.remove(obj.data.uv_layers[0])
+            bpy.context.view_layer.objects.active = obj
+            obj.select_set(True)
+            t = time.perf_counter()
+            assert bpy.ops.vsdream.retexture() == {"FINISHED"}
+            execute.append((time.perf_counter() - t) * 1000.0)
+            longest, wall = _drain_until_sent(SESSION)
+            drains.append(longest)
+            walls.append(wall)
+        row[label + "retexture_execute_ms"] = round(statistics.median(execute), 1)
+        row[label + "retexture_longest_drain_ms"] = round(statistics.median(drains), 1)
+        row[label + "retexture_worker_wall_ms"] = round(statistics.median(walls), 1)
     SESSION.disconnect(stop_engine=False, wait=True)
+    silent.close()
 
     def swap():
         job = JobView(job_id="b", mode="retexture", state="DONE", target_object=obj.name, run_dir=str(tmp))
         pump.import_job_meshes(bpy.context, job, [str(glb)])
-    swap_ms = timed(swap)
+    row["swap_material_ms"] = round(timed(swap), 1)
 
     def import_new():
         job = JobView(job_id="b", mode="text", state="DONE", prompt="bench", run_dir=str(tmp))
         pump.import_job_meshes(bpy.context, job, [str(glb)])
-    import_ms = timed(import_new)
+    row["import_new_ms"] = round(timed(import_new), 1)
     addon_helpers.disable()
-    return {"faces": n_faces, "retexture_execute_ms": round(export_ms, 1), "swap_material_ms": round(swap_ms, 1),
-            "import_new_ms": round(import_ms, 1)}
+    return row
 
 
 def main() -> int:
@@ -118,8 +148,11 @@ def main() -> int:
         rows = [bench(f, Path(d)) for f in args.faces]
     for r in rows:
         print(json.dumps(r) if args.json else
-              f"{r['faces']:>7} faces: re-texture execute {r['retexture_execute_ms']:.0f} ms, "
-              f"material swap {r['swap_material_ms']:.0f} ms, import as new {r['import_new_ms']:.0f} ms")
+              f"{r['faces']:>7} faces: re-texture execute {r['retexture_execute_ms']:.0f} ms (longest pump tick "
+              f"{r['retexture_longest_drain_ms']:.0f} ms, GLB ready after {r['retexture_worker_wall_ms']:.0f} ms); "
+              f"without UVs execute {r['no_uv_retexture_execute_ms']:.0f} ms, longest tick "
+              f"{r['no_uv_retexture_longest_drain_ms']:.0f} ms; material swap {r['swap_material_ms']:.0f} ms, "
+              f"import as new {r['import_new_ms']:.0f} ms")
     return 0
 
 
