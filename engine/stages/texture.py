@@ -22,6 +22,7 @@ from ..preview import psnr, to_uint8
 from ..report import write_contact_sheet
 from ..representation import ColorField, new_color_field
 from ..stage_loop import PreviewImages, Stage
+from ..texture_check import check_texture
 from .mesh_common import MeshStage
 
 Mesh = tuple[torch.Tensor, torch.Tensor]  # vertices (V, 3) float, faces (F, 3) long
@@ -81,6 +82,7 @@ class TextureStage(MeshStage):
         in re-texture mode also what was loaded."""
         metrics = self.evaluate(resolution, self.spec.camera.eval_views)
         metrics["contact_sheet"] = write_contact_sheet(self.ctx, metrics.pop("images"), "mesh_contact_sheet.png")
+        metrics.update(check_texture(self))  # a nearly flat texture is reported, with its likely cause
         out: dict[str, Any] = {self.name: metrics}
         if self.loaded is not None:
             m = self.loaded
