@@ -58,7 +58,7 @@ def fit_bbox(density_fn: DensityFn, threshold: float, half_extent: float = 1.0, 
 
 
 def scene_surface_level(density_fn: DensityFn, radius: float, distance: float, wanted: float = 25.0,
-                        resolution: int = 24, samples: int = 192, device: torch.device | str = "cpu") -> float:
+                        resolution: int = 16, samples: int = 128, device: torch.device | str = "cpu") -> float:
     """Iso-level for a scene seen from inside: the median density where rays from `inside_views`
     first reach half opacity (what the renders show as the surface), capped at `wanted`. A room's
     density seldom reaches the object level 25, and silhouettes from outside see only its walls."""
