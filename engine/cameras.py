@@ -53,14 +53,14 @@ class Cameras:
         origins = self.c2w[:, :3, 3].view(-1, 1, 1, 3).expand_as(d_world)
         return origins, d_world
 
-    def with_resolution(self, width: int, height: int) -> "Cameras":
+    def with_resolution(self, width: int, height: int) -> Cameras:
         return Cameras(self.c2w, self.fov_y, self.elevation, self.azimuth, self.distance, width, height)
 
-    def to(self, device: torch.device | str) -> "Cameras":
+    def to(self, device: torch.device | str) -> Cameras:
         return Cameras(self.c2w.to(device), self.fov_y.to(device), self.elevation.to(device),
                        self.azimuth.to(device), self.distance.to(device), self.width, self.height)
 
-    def index(self, idx: int | slice) -> "Cameras":
+    def index(self, idx: int | slice) -> Cameras:
         sl = slice(idx, idx + 1) if isinstance(idx, int) else idx
         return Cameras(self.c2w[sl], self.fov_y[sl], self.elevation[sl], self.azimuth[sl],
                        self.distance[sl], self.width, self.height)
@@ -170,4 +170,4 @@ class CameraSampler:
         if not self.spec.view_dependent_prompts:
             return [prompt] * cams.batch
         return [f"{prompt}, {self.view_suffix(float(e), float(a))} view"
-                for e, a in zip(cams.elevation.tolist(), cams.azimuth.tolist())]
+                for e, a in zip(cams.elevation.tolist(), cams.azimuth.tolist(), strict=True)]

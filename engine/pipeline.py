@@ -7,8 +7,9 @@ on the same folder continues an interrupted job, and a finished stage is not red
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import torch
 

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from .spec import CameraSpec, ExportSpec, FieldSpec, JobSpec, StageSpec
 from .scene_mode import scene_bundle, wants_scene
+from .spec import CameraSpec, ExportSpec, FieldSpec, JobSpec, StageSpec
 
 
 def paper() -> JobSpec:

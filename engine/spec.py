@@ -15,9 +15,19 @@ from dataclasses import field as dc_field
 from typing import Any, Literal, get_origin
 
 from .spec_problems import FieldProblem, SpecError
+from .spec_types import (
+    among,
+    described,
+    field_problems,
+    field_types,
+    is_section,
+    max_length,
+    nonblank,
+    ordered,
+    spec_field,
+    within,
+)
 from .stage_table import STAGES, stage
-from .spec_types import (among, described, field_problems, field_types, is_section, max_length, nonblank,
-                         ordered, spec_field, within)
 
 __all__ = ["CameraSpec", "ExportSpec", "FieldProblem", "FieldSpec", "JobSpec", "SpecError", "StageSpec"]
 
@@ -167,7 +177,7 @@ class JobSpec:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "JobSpec":
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
         """Build a spec; unknown keys or non-object sections raise SpecError listing every problem."""
         problems: list[FieldProblem] = []
         spec = _build(cls, data, "", problems)
@@ -178,7 +188,7 @@ class JobSpec:
         return spec
 
     @classmethod
-    def from_json(cls, text: str) -> "JobSpec":
+    def from_json(cls, text: str) -> JobSpec:
         try:
             data = json.loads(text)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError, huge integers, deep nesting
@@ -189,7 +199,7 @@ class JobSpec:
         return cls.from_dict(data)
 
     # ------------------------------------------------------------ validation
-    def validate(self) -> "JobSpec":
+    def validate(self) -> JobSpec:
         """Raise SpecError naming every bad field, its value and what is allowed; nothing else raises."""
         problems = self.problems()
         if problems:

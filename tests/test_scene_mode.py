@@ -1,7 +1,6 @@
 """Scene mode on the analytic room: the settings bundle, the panorama's mapping, extraction from
 inside, and a short job end to end (stage 1 → scene mesh → GLB + panorama)."""
 import math
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np

@@ -97,7 +97,7 @@ def test_the_spec_has_one_section_per_stage_in_table_order_with_the_table_defaul
     for entry in STAGES:
         assert getattr(spec, entry.name) == StageSpec(**entry.defaults), entry.name
         assert entry.load_class().name == entry.name  # checkpoint prefix and event name
-    assert getattr(spec, "geometry").method == "sds" and spec.geometry.guidance_scale == 100.0  # the paper's stage 2
+    assert spec.geometry.method == "sds" and spec.geometry.guidance_scale == 100.0  # the paper's stage 2
     assert [e.name for e in stages_for("text")] == ["nerf", "geometry", "texture"]
     assert [e.name for e in stages_for("retexture")] == ["texture"]
     spec.texture.t_min, spec.texture.t_max = 0.6, 0.5  # the cross-field check walks the table's sections

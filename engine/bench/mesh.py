@@ -23,8 +23,9 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -118,9 +119,9 @@ def refinement_figures(steps: int, grid: int, lr: float, resolution: int = 256) 
 
 
 def texture_figures(steps: int, grid: int) -> dict[str, Any]:
-    from ..representation import new_color_field
     from ..mesh.dmtet import DMTet
     from ..mesh.tetgrid import TetGrid
+    from ..representation import new_color_field
     from ..stages.texture import TextureStage, prepare_mesh
     scene, _, _, sdf, _ = _marker()
     v, f = DMTet.from_sdf_fn(sdf, TetGrid.cube(grid, 0.8)).extract()
@@ -146,9 +147,9 @@ def retexture_figures(steps: int) -> dict[str, Any]:
     from ..mesh.tetgrid import TetGrid
     from ..mesh.types import TexturedMesh
     from ..mesh.uv import unwrap
+    from ..pipeline import run_stages
     from ..preview import psnr
     from ..priors.analytic import AnalyticPrior
-    from ..pipeline import run_stages
     scene, _, _, sdf, color = _marker()
     v, f = DMTet.from_sdf_fn(sdf, TetGrid.cube(40, 0.8)).extract()
     v, f = clean_mesh(v.detach().numpy(), f.numpy(), 1500)  # the mesh scene is ray-cast brute force
@@ -177,10 +178,10 @@ def retexture_figures(steps: int) -> dict[str, Any]:
 
 
 def export_figures(grid: int, texture_size: int) -> dict[str, Any]:
-    from ..representation import new_color_field
     from ..mesh.cleanup import clean_mesh
     from ..mesh.dmtet import DMTet
     from ..mesh.tetgrid import TetGrid
+    from ..representation import new_color_field
     from ..stages.export import export_mesh
     scene, _, _, sdf, _ = _marker()
     v, f = DMTet.from_sdf_fn(sdf, TetGrid.cube(grid, 0.8)).extract()

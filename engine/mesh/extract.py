@@ -14,7 +14,7 @@ edge always disagree a little), and moves to the best level otherwise.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

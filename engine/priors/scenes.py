@@ -9,7 +9,7 @@ mixture whose modes differ only in colour.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

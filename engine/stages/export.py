@@ -9,8 +9,9 @@ result drops into the scene in place; the bare texture PNG is written too.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,7 +79,7 @@ def export_all(ctx: JobContext, meshes: list[tuple[torch.Tensor, torch.Tensor]],
     spec = ctx.spec.export
     n = len(meshes)
     results = []
-    for i, ((v, f), color_fn) in enumerate(zip(meshes, color_fns)):
+    for i, ((v, f), color_fn) in enumerate(zip(meshes, color_fns, strict=True)):
         base = ctx.run.result / ("mesh" if n == 1 else f"mesh_{i}")
         with torch.no_grad():
             info = export_mesh(v.detach().cpu().numpy(), f.cpu().numpy(), color_fn, base,

@@ -8,8 +8,8 @@ No prior and no stage object is built: exporting never loads diffusion weights.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

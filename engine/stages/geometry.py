@@ -8,7 +8,8 @@ references. A prior whose reference world has true normal maps (the analytic pri
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -95,7 +96,7 @@ class GeometryStage(MeshStage):
         self.opt.zero_grad(set_to_none=True)
         totals = {"distill": 0.0, "normal_consistency": 0.0, "laplacian": 0.0, "faces": 0.0}
         renders = []
-        for net, bg in zip(self.dmtets, self.backgrounds):
+        for net, bg in zip(self.dmtets, self.backgrounds, strict=True):
             with tm.phase("extract"):
                 v, f = net.extract()
             totals["faces"] += f.shape[0] / len(self.dmtets)
@@ -146,7 +147,7 @@ class GeometryStage(MeshStage):
         return {"dmtets": [n.state_dict() for n in self.dmtets], "opt": self.opt.state_dict(), **self.phi_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for net, s in zip(self.dmtets, state["dmtets"]):
+        for net, s in zip(self.dmtets, state["dmtets"], strict=True):
             net.load_state_dict(s)
         self.opt.load_state_dict(state["opt"])
         self.load_phi_state(state)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..cameras import CameraSampler, Cameras
+from ..cameras import Cameras, CameraSampler
 from ..context import JobContext
 from ..distill import DistillResult, distillation_loss
 from ..distill.phi_training import HoldsPhi, build_phi

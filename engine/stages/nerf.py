@@ -12,15 +12,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..cameras import CameraSampler, Cameras
+from ..cameras import Cameras, CameraSampler
 from ..context import JobContext
 from ..distill import distillation_loss
 from ..distill.phi_training import HoldsPhi, build_phi
 from ..field import choose_background
+from ..panorama import render_panorama
 from ..preview import normal_to_uint8, psnr, to_uint8
 from ..priors.base import Conditioning
 from ..render import RenderOutput
-from ..panorama import render_panorama
 from ..report import write_contact_sheet, write_result_image
 from ..representation import Representation, make_representation
 from ..spec import StageSpec
