@@ -55,6 +55,7 @@ class JobView:
     auto_import: bool = True
     imported: bool = False
     imported_names: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)  # the engine's warning logs for this job (e.g. a flat texture)
 
     @property
     def active(self) -> bool:
@@ -173,6 +174,10 @@ def apply_frame(job: JobView, engine: EngineView, frame) -> set:
             path = Path(job.run_dir) / path
         job.artifacts[str(h["name"])] = str(path)
     elif t == "log":
+        message = str(h.get("message") or "")
+        if h.get("level") == "warning" and message and message not in job.warnings and len(job.warnings) < 5:
+            job.warnings.append(message)
+            changed.add("job")
         return changed
     elif t == "done":
         job.end("DONE")

@@ -142,6 +142,8 @@ class VSDREAM_PT_progress(_Sidebar, bpy.types.Panel):
             if rt.job_state in RESUMABLE and rt.job_id:
                 _wrapped(layout, context, "Its checkpoint is kept: Resume continues from it", "INFO")
                 layout.operator("vsdream.resume_current", icon="PLAY")
+        for warning in rt.warnings.splitlines():
+            _wrapped(layout.box(), context, warning, "ERROR")
         if rt.error_message:
             box = layout.box()
             box.alert = True

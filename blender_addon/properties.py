@@ -151,6 +151,7 @@ class VSDREAM_PG_runtime(bpy.types.PropertyGroup):
     error_code: StringProperty()
     error_message: StringProperty()
     error_hint: StringProperty()
+    warnings: StringProperty(description="The engine's warnings for this job, one a line")
     log_path: StringProperty(subtype="FILE_PATH")
     preview_frames: IntProperty()
     preview_caption: StringProperty()

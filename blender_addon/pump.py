@@ -198,6 +198,7 @@ def sync_runtime() -> None:
         rt.eta_s, rt.it_per_s, rt.progress = job.eta_now(), job.it_per_s, job.progress
         rt.error_code, rt.error_message, rt.error_hint = job.error_code, job.error_message[:2000], job.error_hint
         rt.preview_frames, rt.preview_caption = job.preview_frames, job.preview_caption
+        rt.warnings = "\n".join(job.warnings)[:2000]
         rt.imported = ", ".join(job.imported_names)
 
 

@@ -159,3 +159,18 @@ def test_retexture_of_a_mesh_without_uvs_sends_the_evaluated_mesh(addon, tmp_pat
     finally:
         SESSION.disconnect(stop_engine=True, wait=True)
         silent.close()
+
+
+def test_engine_warnings_reach_the_panel(addon):
+    from blender_addon import pump
+    from blender_addon.session import SESSION
+    from engine.texture_check import flat_texture_warning
+    SESSION.new_job(mode="retexture")
+    warning = flat_texture_warning(0.01, 15)
+    for frame in (_frame("accepted", job_id="j3", run_dir="", position=0),
+                  _frame("log", job_id="j3", seq=1, level="info", message="re-texturing input.glb"),
+                  _frame("log", job_id="j3", seq=2, level="warning", message=warning),
+                  _frame("log", job_id="other", seq=3, level="warning", message="another job's warning")):
+        SESSION.inbox.put(("frame", frame))
+    pump.drain()
+    assert bpy.context.window_manager.vsdream.warnings == warning
