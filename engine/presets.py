@@ -71,8 +71,20 @@ def cpu_smoke() -> JobSpec:
     )
 
 
+def low_vram() -> JobSpec:
+    """12 GB cards with no compiled accelerators: ε_φ a LoRA on the prior's own UNet (one UNet in
+    memory), stage 1 up to 256² at 64 samples per ray, mesh stages at 256². `vsdream bench memory
+    --preset low-vram`: 3.5 GB stage 1 with one particle, 6.5 GB with four (SD-2.1 in fp16)."""
+    spec = paper()
+    spec.preset, spec.phi_model = "low-vram", "shared"
+    spec.nerf.resolution_schedule, spec.nerf.samples_per_ray = [[0, 64], [5000, 256]], 64
+    spec.geometry.resolution_schedule = [[0, 256]]
+    spec.texture.resolution_schedule = [[0, 256]]
+    return spec
+
+
 PRESETS: dict[str, Callable[[], JobSpec]] = {
-    "paper": paper, "fast": fast, "preview": preview, "cpu-smoke": cpu_smoke,
+    "paper": paper, "fast": fast, "preview": preview, "cpu-smoke": cpu_smoke, "low-vram": low_vram,
 }
 
 
