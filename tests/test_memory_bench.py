@@ -93,3 +93,13 @@ def test_bench_memory_cli_prints_json(capsys):
     assert [(s["stage"], s["particles"]) for s in result["stages"]] == [("nerf", 1), ("texture", 1)]
     assert all(s["peak_gb"] > 0 for s in result["stages"]) and result["occupancy_probe"]["samples_per_pixel"] > 0
     assert main(["bench", "memory", "--particles", "0"]) == 2
+
+
+def test_low_vram_preset_keeps_one_unet_and_a_smaller_stage1_than_paper():
+    low, paper = make_spec("low-vram"), make_spec("paper")
+    assert low.phi_model == "shared" and max(r for _, r in low.nerf.resolution_schedule) == 256
+    a = estimate_stage(low, "nerf", 1, model="tiny-sd", spp=8.0)
+    b = estimate_stage(paper, "nerf", 1, model="tiny-sd", spp=8.0)
+    assert a["split"]["sd_weights_gb"] < b["split"]["sd_weights_gb"]  # no second UNet for ε_φ
+    assert a["split"]["field_renderer_gb"] < 0.5 * b["split"]["field_renderer_gb"]  # 256² vs 512²
+    assert a["peak_gb"] < b["peak_gb"]
