@@ -11,6 +11,8 @@ from pathlib import Path
 import bpy
 from mathutils import Vector
 
+from . import glb_mesh
+
 COLLECTION = "VSDream"
 PROP_PREFIX = "vsdream_"
 
@@ -50,8 +52,19 @@ def _move_to(objects: list, coll) -> None:
             coll.objects.link(ob)
 
 
+def _create(source) -> list:
+    """New objects from a GlbMesh read in a worker thread, or from a path (read now; files not in the
+    engine's layout go through Blender's glTF importer)."""
+    if isinstance(source, glb_mesh.GlbMesh):
+        return [glb_mesh.build(source)]
+    try:
+        return [glb_mesh.build(glb_mesh.read(source))]
+    except glb_mesh.NotEngineGlb:
+        return import_glb(Path(source))
+
+
 def import_results(context, glb_paths: list, info: dict, size: float = 1.0, at_cursor: bool = True) -> list:
-    """Import each particle's GLB side by side at the 3D cursor (or where the file puts it);
+    """Import each particle's GLB (a path or a glb_mesh.GlbMesh) side by side at the 3D cursor (or where the file puts it);
     tag and name the roots. `info` holds job_id, prompt, seed, run_dir (custom properties)."""
     scene = context.scene
     coll = ensure_collection(scene)
@@ -59,8 +72,8 @@ def import_results(context, glb_paths: list, info: dict, size: float = 1.0, at_c
     spacing = 2.5 * size
     n = len(glb_paths)
     roots_out = []
-    for i, path in enumerate(glb_paths):
-        created = import_glb(Path(path))
+    for i, source in enumerate(glb_paths):
+        created = _create(source)
         _move_to(created, coll)
         offset = Vector(((i - 0.5 * (n - 1)) * spacing, 0.0, 0.0)) if at_cursor else Vector()
         for root in _roots(created):

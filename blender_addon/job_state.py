@@ -9,7 +9,7 @@ from pathlib import Path
 
 # one vocabulary for the panel and the History list: the job states and what the user reads
 STATE_LABELS = {"NONE": "No job", "SUBMITTING": "Sending", "QUEUED": "Queued", "RUNNING": "Running",
-                "CANCELLING": "Stopping", "DONE": "Done", "FAILED": "Failed", "CANCELLED": "Stopped"}
+                "CANCELLING": "Stopping", "IMPORTING": "Importing", "DONE": "Done", "FAILED": "Failed", "CANCELLED": "Stopped"}
 # a run folder's last terminal event (history.py) → job state; no terminal event = interrupted
 HISTORY_STATES = {"done": "DONE", "failed": "FAILED", "cancelled": "CANCELLED", "unfinished": "CANCELLED"}
 RESUMABLE = ("FAILED", "CANCELLED")  # a checkpoint may be kept: Resume continues from it

@@ -17,7 +17,7 @@ def _text_field(layout, data, prop: str, hint: str, icon: str) -> None:
         layout.prop(data, prop, text="", icon=icon)
 
 
-JOB_ICONS = {"SUBMITTING": "SORTTIME", "QUEUED": "SORTTIME", "RUNNING": "PLAY", "CANCELLING": "PAUSE",
+JOB_ICONS = {"SUBMITTING": "SORTTIME", "QUEUED": "SORTTIME", "RUNNING": "PLAY", "CANCELLING": "PAUSE", "IMPORTING": "IMPORT",
              "DONE": "CHECKMARK", "FAILED": "ERROR", "CANCELLED": "PAUSE"}
 ERROR_LINES = 8  # wrapped lines of an error in the panel; 'Details' shows all of it
 

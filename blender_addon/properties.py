@@ -129,7 +129,7 @@ class VSDREAM_PG_history_item(bpy.types.PropertyGroup):
 
 ENGINE_STATES = [(s, s.title(), "") for s in ("OFFLINE", "STARTING", "READY", "BUSY", "STALLED", "ERROR")]
 JOB_STATES = [(s, s.title(), "") for s in ("NONE", "SUBMITTING", "QUEUED", "RUNNING", "CANCELLING",
-                                           "DONE", "FAILED", "CANCELLED")]
+                                           "IMPORTING", "DONE", "FAILED", "CANCELLED")]
 
 
 class VSDREAM_PG_runtime(bpy.types.PropertyGroup):

@@ -5,6 +5,8 @@ It never raises (a timer that raises is silently unregistered), coalesces previe
 properties and redraws only when something changed. Tests and the headless demo call `tick()`
 directly, because timers do not fire under the bpy module.
 """
+import queue
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import bpy
 from bpy.app.handlers import persistent
 
-from . import history, importer, paths, preferences, preview, result_texture
+from . import glb_mesh, history, importer, paths, preferences, preview, result_texture
 from .job_state import apply_frame
 from .session import SESSION
 
@@ -35,7 +37,7 @@ def tick():
     """Timer entry point: always returns the interval."""
     try:
         drain()
-    except Exception:  # keep pumping whatever happens; the console gets the details
+    except Exception:  # noqa: BLE001 - keep pumping whatever happens; the console gets the details
         traceback.print_exc()
     return INTERVAL_S
 
@@ -48,7 +50,7 @@ def drain(context=None) -> set:
     for _ in range(min(MAX_ITEMS_PER_TICK, SESSION.inbox.qsize())):  # items queued meanwhile: next tick
         try:
             kind, data = SESSION.inbox.get_nowait()
-        except Exception:  # queue.Empty
+        except queue.Empty:
             break
         if kind == "frame":
             what = apply_frame(SESSION.job, SESSION.engine_view, data)
@@ -67,6 +69,14 @@ def drain(context=None) -> set:
         elif kind == "disconnected":
             SESSION.on_lost(data)
             changed |= {"engine", "job"}
+        elif kind == "import_ready":
+            job, sources = data
+            if isinstance(sources, Exception):
+                job.error_code, job.error_message = "import_failed", f"reading the result failed: {sources}"
+                job.state = "DONE" if job.state == "IMPORTING" else job.state
+            else:
+                _import_now(context, job, sources)
+            changed.add("job")
         elif kind == "send_failed":
             SESSION.job.error_message = data
             changed.add("job")
@@ -113,11 +123,38 @@ def _finish_job(context) -> None:
     if not meshes:
         job.error_message = f"the job finished but left no GLB in {job.run_dir}/result"
         return
+    target = bpy.data.objects.get(job.target_object) if job.target_object else None
+    if job.mode == "retexture" and target is not None:  # only the texture: a few ms, whatever the mesh size
+        _import_now(context, job, meshes)
+        return
+    job.state = "IMPORTING"  # 'Done' once the objects are in the scene
+    read_in_background(job, meshes)
+
+
+def read_in_background(job, meshes: list) -> None:
+    """Read the result GLBs in a worker thread; the pump builds the objects when they are ready."""
+    def work():
+        sources = []
+        for path in meshes:
+            try:
+                sources.append(glb_mesh.read(path))
+            except glb_mesh.NotEngineGlb:
+                sources.append(path)  # Blender's own importer, on the main thread
+            except Exception as exc:  # noqa: BLE001 - reported through the job, never lost
+                SESSION.inbox.put(("import_ready", (job, exc)))
+                return
+        SESSION.inbox.put(("import_ready", (job, sources)))
+    threading.Thread(target=work, name="vsdream-read-result", daemon=True).start()
+
+
+def _import_now(context, job, sources: list) -> None:
     try:
-        import_job_meshes(context, job, meshes)
-    except Exception as exc:  # a broken file must not kill the pump
+        import_job_meshes(context, job, sources)
+    except Exception as exc:  # noqa: BLE001 - a broken file must not kill the pump
         job.error_code, job.error_message = "import_failed", f"importing the result failed: {exc}"
         traceback.print_exc()
+    if job.state == "IMPORTING":
+        job.state = "DONE"
 
 
 def import_job_meshes(context, job, meshes: list) -> list:
@@ -160,6 +197,7 @@ DOWNLOAD_CHUNK = 32 << 20
 def _save_download(frame) -> None:
     """Write one artifact_data chunk; ask for the next, or import once every file is complete."""
     import hashlib
+
     from ._protocol_import import protocol
     name = frame.get("name")
     target = _downloads.get(name)
@@ -246,7 +284,7 @@ def on_load_post(_dummy=None):
     try:
         refresh_history()
         sync_runtime()
-    except Exception:
+    except Exception:  # noqa: BLE001 - a load handler that raises would break file loading
         traceback.print_exc()
 
 

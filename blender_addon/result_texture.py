@@ -54,14 +54,11 @@ def extract_base_color(glb_path, out_dir) -> Path:
     return out
 
 
-def apply_texture(obj, image_path, uv_map: str = "") -> object:
-    """Give every slot of `obj` a new material showing `image_path` through UV map `uv_map` (main thread).
-
-    The object, its mesh data, parenting and modifiers stay; old materials get a fake user so they
-    survive in the file (the artist can switch back)."""
+def texture_material(name: str, image_path, uv_map: str = "") -> object:
+    """A material showing `image_path` (packed into the .blend) through UV map `uv_map` (main thread)."""
     img = bpy.data.images.load(str(image_path), check_existing=False)
     img.pack()  # the run folder may be deleted from the History: the .blend keeps the texture
-    mat = bpy.data.materials.new(f"VSDream {obj.name}")
+    mat = bpy.data.materials.new(name)
     if mat.node_tree is None:  # Blender < 5 makes node-less materials
         mat.use_nodes = True
     nodes, links = mat.node_tree.nodes, mat.node_tree.links
@@ -75,6 +72,15 @@ def apply_texture(obj, image_path, uv_map: str = "") -> object:
         uv = nodes.new("ShaderNodeUVMap")
         uv.uv_map, uv.location = uv_map, (tex.location.x - 220, tex.location.y)
         links.new(uv.outputs["UV"], tex.inputs["Vector"])
+    return mat
+
+
+def apply_texture(obj, image_path, uv_map: str = "") -> object:
+    """Give every slot of `obj` a new material showing `image_path` through UV map `uv_map` (main thread).
+
+    The object, its mesh data, parenting and modifiers stay; old materials get a fake user so they
+    survive in the file (the artist can switch back)."""
+    mat = texture_material(f"VSDream {obj.name}", image_path, uv_map)
     for old in obj.data.materials:
         if old is not None:
             old.use_fake_user = True

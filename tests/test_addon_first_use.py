@@ -174,3 +174,42 @@ def test_engine_warnings_reach_the_panel(addon):
         SESSION.inbox.put(("frame", frame))
     pump.drain()
     assert bpy.context.window_manager.vsdream.warnings == warning
+
+
+def _engine_glb(path):
+    """A small result as the engine writes it: two triangles, UVs, a 4×4 texture."""
+    import numpy as np
+
+    from engine.mesh.gltf_export import write_glb
+    from engine.mesh.types import TexturedMesh
+    v = np.array([[0, 0, 0], [1, 0, 0], [1, 0, 2], [0, 0, 2]], np.float32)  # Blender frame, standing up
+    f = np.array([[0, 1, 2], [0, 2, 3]], np.int64)
+    uv = np.array([[0, 1], [1, 1], [1, 0], [0, 0]], np.float32)  # glTF: v down
+    tex = np.zeros((4, 4, 3), np.float32)
+    tex[:, :, 0] = 1.0
+    return write_glb(path, TexturedMesh(v, f, uv, tex))
+
+
+def test_text_result_is_read_off_the_main_thread_and_built_in_place(addon, tmp_path):
+    from blender_addon import pump
+    from blender_addon.job_state import JobView
+    from blender_addon.session import SESSION
+    glb = _engine_glb(tmp_path / "mesh.glb")
+    bpy.context.scene.cursor.location = (5.0, 0.0, 0.0)
+    SESSION.job = JobView(job_id="j4", mode="text", state="DONE", prompt="a plate", run_dir=str(tmp_path),
+                          artifacts={"mesh.glb": str(glb)})
+    pump._finish_job(bpy.context)
+    assert SESSION.job.state == "IMPORTING" and not SESSION.job.imported  # nothing built on this tick
+    assert pump.run_until(lambda: SESSION.job.imported, 30), SESSION.job.error_message
+    rt = bpy.context.window_manager.vsdream
+    assert rt.job_state == "DONE" and rt.imported == "VSDream a plate"
+    obj = bpy.data.objects["VSDream a plate"]
+    mesh = obj.data
+    assert (len(mesh.vertices), len(mesh.polygons), len(mesh.edges)) == (4, 2, 5) and not mesh.validate()
+    zs = sorted(round(v.co.z, 4) for v in mesh.vertices)
+    assert zs == [0.0, 0.0, 2.0, 2.0] and tuple(obj.location) == pytest.approx((5.0, 0.0, 0.0))  # Z-up, at the cursor
+    uv = mesh.uv_layers["UVMap"].data
+    by_vertex = {mesh.loops[i].vertex_index: tuple(round(c, 4) for c in uv[i].uv) for i in range(len(mesh.loops))}
+    assert by_vertex[2] == (1.0, 1.0) and by_vertex[0] == (0.0, 0.0)  # flipped to Blender's bottom-left origin
+    img = next(n.image for n in obj.active_material.node_tree.nodes if n.type == "TEX_IMAGE")
+    assert tuple(img.size) == (4, 4) and img.packed_file is not None

@@ -49,8 +49,8 @@ class VSDREAM_OT_import_job(_HistoryOp, bpy.types.Operator):
         spec = _read_spec(item.run_dir)
         job = JobView(job_id=item.job_id, prompt=item.prompt, seed=int(spec.get("seed", 0)),
                       run_dir=item.run_dir, mode="text")
-        objs = pump.import_job_meshes(context, job, meshes)
-        self.report({"INFO"}, f"Imported {len(objs)} object(s)")
+        pump.read_in_background(job, meshes)  # the objects appear once the files are read
+        self.report({"INFO"}, f"Importing {len(meshes)} mesh(es) from {item.run_dir}")
         return {"FINISHED"}
 
 
