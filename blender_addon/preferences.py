@@ -21,7 +21,7 @@ class VSDREAM_AP_preferences(bpy.types.AddonPreferences):
         description="Python interpreter of the engine's own environment (with torch). "
                     "Empty: the environment 'Set up engine' created")
     base_python: StringProperty(
-        name="Base Python for set-up", subtype="FILE_PATH", default="",
+        name="Set-up Python", subtype="FILE_PATH", default="",
         description="Python used to create the engine environment. Empty: Blender's own Python")
     torch_build: EnumProperty(
         name="Torch build", default="auto",
