@@ -213,3 +213,20 @@ def test_text_result_is_read_off_the_main_thread_and_built_in_place(addon, tmp_p
     assert by_vertex[2] == (1.0, 1.0) and by_vertex[0] == (0.0, 0.0)  # flipped to Blender's bottom-left origin
     img = next(n.image for n in obj.active_material.node_tree.nodes if n.type == "TEX_IMAGE")
     assert tuple(img.size) == (4, 4) and img.packed_file is not None
+
+
+def test_the_eta_counts_down_every_second_between_progress_events(addon):
+    import time
+
+    from blender_addon import pump
+    from blender_addon.session import SESSION
+    SESSION.new_job(mode="text")
+    SESSION.inbox.put(("frame", _frame("accepted", job_id="j5", run_dir="", position=0)))
+    SESSION.inbox.put(("frame", _frame("progress", job_id="j5", seq=1, stage="nerf", step=1, total=400,
+                                       eta_s=600.0, it_per_s=0.5)))
+    pump.drain()
+    rt = bpy.context.window_manager.vsdream
+    first = rt.eta_s
+    time.sleep(pump.CLOCK_S + 0.2)
+    pump.drain()  # nothing new from the engine: the line still moves
+    assert first - rt.eta_s >= pump.CLOCK_S - 0.05, (first, rt.eta_s)
