@@ -7,8 +7,15 @@ so a reopened .blend never shows a stale "running" job.
 import math
 
 import bpy
-from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty,
-                       PointerProperty, StringProperty)
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
 
 PRESETS = [
     ("paper", "Paper", "The paper's settings: hours on a large GPU"),
