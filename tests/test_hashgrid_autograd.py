@@ -89,3 +89,18 @@ def test_bad_backend_and_chunk_are_explained():
         HashGridEncoding(4, 2, 10, 4, 1.5, backend="cuda")
     with pytest.raises(ValueError, match="chunk"):
         HashGridEncoding(4, 2, 10, 4, 1.5, backend="torch", chunk=0)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA; CPU twin: the tests above")
+def test_cuda_values_and_gradients_match_the_cpu_reference():
+    light, ref = _pair(chunk=1000, dtype=torch.float32)
+    light = light.cuda()
+    x = _points(5000, torch.float32)
+    g = torch.randn(5000, 12, generator=torch.Generator().manual_seed(6))
+    out, nbytes = saved_bytes(lambda: light(x.cuda()), exclude=[light.table])
+    (out * g.cuda()).sum().backward()
+    (ref(x) * g).sum().backward()
+    assert nbytes / 5000 <= 16
+    assert torch.allclose(out.cpu(), ref(x).detach(), atol=1e-5)
+    assert torch.allclose(light.table.grad.cpu(), ref.table.grad, atol=1e-4, rtol=1e-4)
