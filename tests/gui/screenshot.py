@@ -99,7 +99,7 @@ def setup() -> None:
 def step():
     try:
         return _step()
-    except Exception:
+    except Exception:  # noqa: BLE001 - a timer that raises is dropped silently: print and quit
         traceback.print_exc()
         bpy.ops.wm.quit_blender()
         return None
@@ -136,6 +136,19 @@ def _step():
         STATE["step"], STATE["shot_at"] = "stop", time.monotonic()
         return 1.0
     if STATE["step"] == "stop":
+        if rt.job_state in ("CANCELLED", "FAILED", "DONE") and not STATE.get("ended_shot"):
+            STATE["ended_shot"] = True  # one more frame: the stopped job (label, where it ended, Resume)
+            for window in bpy.context.window_manager.windows:
+                for area in window.screen.areas:
+                    area.tag_redraw()
+            return 1.0
+        if STATE.get("ended_shot") and not STATE.get("ended_written"):
+            STATE["ended_written"] = True
+            window, area = view3d()
+            ended = ARGS.out.with_name(ARGS.out.stem + "_stopped" + ARGS.out.suffix)
+            with bpy.context.temp_override(window=window, area=area):
+                bpy.ops.screen.screenshot(filepath=str(ended.resolve()))
+            print(f"screenshot: wrote {ended} (job {rt.job_state})")
         if rt.job_state in ("CANCELLED", "FAILED", "DONE") or time.monotonic() - STATE["shot_at"] > 30:
             import addon_utils
             addon_utils.disable(ADDON)  # unregister stops the engine and waits for it
