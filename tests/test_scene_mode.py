@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import trimesh
 from PIL import Image
 
 from engine.cameras import CameraSampler, inside_views
@@ -94,6 +95,9 @@ def test_a_short_scene_job_gives_a_scene_mesh_and_a_panorama(tmp_path):
     roles = {e.role for e in events if isinstance(e, Artifact)}
     assert {"panorama", "mesh", "contact_sheet"} <= roles
     assert (result / "mesh.glb").stat().st_size > 1000 and out["export"]["particles"][0]["faces"] > 50
+    mesh = next(iter(trimesh.load(result / "mesh.glb", process=False).geometry.values()))
+    facing = (mesh.face_normals * -mesh.triangles_center).sum(1) > 0  # towards the cameras at the centre
+    assert facing.mean() > 0.7, facing.mean()
     assert out["nerf"]["panoramas"] == [str(result / "panorama.png")] and "geometry" in out
     views = inside_views(0.5, 8)
     assert views.batch == 30 and math.isclose(float(views.fov_y[0]), math.radians(100.0), rel_tol=1e-6)

@@ -52,11 +52,20 @@ def extraction_level(ctx: JobContext, density: DensityFn, particle: int, wanted:
 
 
 def extract_dmtet(ctx: JobContext, density: DensityFn, particle: int, threshold: float = DEFAULT_THRESHOLD) -> DMTet:
-    """A particle's stage-1 density as a DMTet at the geometry stage's grid resolution (a scene's
-    enclosed room stays empty: no pocket filling)."""
-    fill = None if ctx.spec.field.kind == "scene" else FILL_RADIUS
-    return dmtet_from_density(density, ctx.spec.geometry.grid_resolution, extraction_level(ctx, density, particle, threshold),
-                              ctx.spec.field.radius, fill_radius=fill, device=ctx.device)
+    """A particle's stage-1 density as a DMTet at the geometry stage's grid resolution. A scene's
+    enclosed room stays empty (no pocket filling), and beyond its field's sphere counts as solid:
+    the field is empty there, which would wrap the room in an outward-facing shell."""
+    level = extraction_level(ctx, density, particle, threshold)
+    fill: float | None = FILL_RADIUS
+    if ctx.spec.field.kind == "scene":
+        density, fill = solid_beyond(density, 0.98 * ctx.spec.field.radius, 2.0 * level + 1.0), None
+    return dmtet_from_density(density, ctx.spec.geometry.grid_resolution, level, ctx.spec.field.radius,
+                              fill_radius=fill, device=ctx.device)
+
+
+def solid_beyond(density: DensityFn, radius: float, solid: float) -> DensityFn:
+    """`density` inside `radius`, the constant `solid` outside it."""
+    return lambda x: torch.where(x.norm(dim=-1) < radius, density(x), torch.full_like(x[..., 0], solid))
 
 
 class GeometryStage(MeshStage):
