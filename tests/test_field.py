@@ -74,9 +74,9 @@ def test_field_init_is_deterministic_and_leaves_global_rng_alone():
     state = torch.random.get_rng_state()
     a, b, c = _field(seed=0), _field(seed=0), _field(seed=1)
     assert torch.equal(state, torch.random.get_rng_state())
-    for (name, pa), pb, pc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(pa, pb), name
-    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.state_dict().values(), c.state_dict().values()))
+    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.state_dict().values(), c.state_dict().values(), strict=True))
 
 
 def test_object_blob_is_a_ball_and_zero_outside_radius():
