@@ -38,7 +38,11 @@ def corner_indices_weights(u: torch.Tensor, res: torch.Tensor, dense: torch.Tens
     if n_dense < n_levels:
         # (hx ^ hy ^ hz) & m == (hx & m) ^ (hy & m) ^ (hz & m); the level offset sits above m's bits
         ch, m = c0[:, n_dense:], table_size - 1
-        h = [[(ch[a] + b) * _wrap32(p) & m for b in (0, 1)] for a, p in enumerate(PRIMES)]
+        # (c + 1)·p & m == (c·p & m + p & m) & m: the +1 corner costs an add and a mask, not a product
+        h = []
+        for a, p in enumerate(PRIMES):
+            lo = ch[a] & m if p == 1 else ch[a] * _wrap32(p) & m
+            h.append([lo, (lo + (p & m)) & m])
         h[0] = [hx + offsets[n_dense:] for hx in h[0]]
         hxy = [h[0][bx] ^ h[1][by] for bx in (0, 1) for by in (0, 1)]
         for c, (bx, by, bz) in enumerate(bits):
