@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo bench clean addon screenshot gpu-check gpu-wheels setup-check
+.PHONY: setup test lint demo bench clean addon screenshot gpu-check gpu-wheels setup-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ setup: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# ruff with the project's [tool.ruff] rules (pyproject.toml); .ci/run runs it before the tests
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 demo: $(STAMP)
 	$(PY) tools/demo.py

@@ -15,7 +15,7 @@ class NoiseSchedule:
     alphas_cumprod: torch.Tensor  # (T,) float32
 
     @classmethod
-    def scaled_linear(cls, steps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012) -> "NoiseSchedule":
+    def scaled_linear(cls, steps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012) -> NoiseSchedule:
         """Stable Diffusion's schedule; the analytic prior uses it too so figures transfer."""
         betas = torch.linspace(beta_start ** 0.5, beta_end ** 0.5, steps, dtype=torch.float64) ** 2
         return cls(torch.cumprod(1.0 - betas, dim=0).float())

@@ -6,8 +6,9 @@ image data travels separately (`payload`) so it never bloats JSON.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Union
+from typing import Any, ClassVar
 
 
 @dataclass
@@ -83,7 +84,7 @@ class Cancelled:
     checkpoint: str | None = None
 
 
-Event = Union[Progress, Preview, Artifact, Log, StageStarted, Done, Failed, Cancelled]
+Event = Progress | Preview | Artifact | Log | StageStarted | Done | Failed | Cancelled
 EventSink = Callable[[Event], None]
 
 

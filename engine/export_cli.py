@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
         src = load_export_sources(ctx)
         ctx.log(f"exporting from the {src.stage} checkpoint at step {src.step}")
         summary = export_all(ctx, src.meshes, src.color_fns(), src.loaded)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the CLI's last word: any failure becomes a message and exit 1
         code, hint = error_code(exc)
         print(f"vsdream: {code}: {exc}\nhint: {hint}", file=sys.stderr)
         return 1

@@ -17,8 +17,16 @@ from .fetch_report import PREFIX, FetchReport
 from .priors.model_ids import REMOVED, mirror_of
 from .priors.resumable import bytes_present, free_bytes, storage_dir
 from .priors.weight_files import ALL_PARTS, PHI_PARTS, choose_weights, folder_files, missing_files
-from .priors.weights import (DEFAULT_MODEL, DEFAULT_PHI_MODEL, cached_path, cached_snapshot, download,
-                             hub_cache_dir, phi_parts, plan_fetch)
+from .priors.weights import (
+    DEFAULT_MODEL,
+    DEFAULT_PHI_MODEL,
+    cached_path,
+    cached_snapshot,
+    download,
+    hub_cache_dir,
+    phi_parts,
+    plan_fetch,
+)
 
 
 def _precision(folder: Path) -> str:

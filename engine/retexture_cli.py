@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 from .cli_spec import SET_HELP, parse_set, report
-from .priors.registry import prior_syntax
 from .errors import MeshInputError
 from .mesh.mesh_io import DEFAULT_FACE_LIMIT, load_mesh
 from .presets import PRESETS, make_spec
+from .priors.registry import prior_syntax
 from .run_cli import main as run_main
 from .spec import SpecError
 

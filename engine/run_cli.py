@@ -89,7 +89,7 @@ def main(argv: list[str]) -> int:
         print(f"stopped in {exc.stage} at step {exc.step}; checkpoint {exc.checkpoint}\n"
               f"continue with: vsdream run --resume {run_dir}")
         return 130
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the CLI's last word: any failure becomes a message and exit 1
         printer.close()
         code, hint = error_code(exc)
         print(f"vsdream: {code}: {exc}\nhint: {hint}", file=sys.stderr)

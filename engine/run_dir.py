@@ -45,7 +45,7 @@ class RunDir:
     def result(self) -> Path:
         return self.root / "result"
 
-    def create(self) -> "RunDir":
+    def create(self) -> RunDir:
         for p in (self.root, self.previews, self.ckpt, self.result):
             p.mkdir(parents=True, exist_ok=True)
         return self

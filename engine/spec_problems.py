@@ -17,7 +17,7 @@ _MAX_DEPTH = 6
 class SpecError(ValueError):
     """Raised by `JobSpec.validate` (and the CLIs) with one entry per bad field."""
 
-    def __init__(self, problems: list["FieldProblem"], title: str = "invalid job spec"):
+    def __init__(self, problems: list[FieldProblem], title: str = "invalid job spec"):
         self.problems = problems
         self.title = title
         lines = [f"{p.field} = {p.value!r}: {p.allowed}" for p in problems]

@@ -16,8 +16,9 @@ import functools
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 from .spec_problems import FieldProblem, utf8_ok
 
@@ -78,19 +79,19 @@ def spec_field(default: Any, rule: Rule | None = None) -> Any:
     return dataclasses.field(default=default, metadata=meta)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def field_types(cls: type) -> dict[str, Any]:
     """Field name → resolved annotation (string annotations evaluated in the class's module)."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def is_section(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _layout(cls: type) -> tuple[tuple[str, Any, bool, Rule | None], ...]:
     """(name, type, is a section, rule) per field of `cls`, worked out once per class."""
     types_ = field_types(cls)
@@ -127,7 +128,7 @@ def conforms(v: Any, tp: Any) -> bool:
     if origin is list:
         return isinstance(v, list) and all(conforms(x, args[0]) for x in v)
     if origin is tuple:
-        return isinstance(v, (tuple, list)) and len(v) == len(args) and all(conforms(x, a) for x, a in zip(v, args))
+        return isinstance(v, (tuple, list)) and len(v) == len(args) and all(conforms(x, a) for x, a in zip(v, args, strict=True))
     raise TypeError(f"spec field type {tp!r} has no checker in engine/spec_types.py; add one there")
 
 

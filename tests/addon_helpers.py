@@ -35,8 +35,8 @@ def addon(tmp_path, monkeypatch):
     monkeypatch.setenv("VSDREAM_USER_DIR", str(tmp_path / "user"))
     bpy.ops.wm.read_factory_settings(use_empty=True)
     mod = enable()
-    from blender_addon.session import SESSION
     from blender_addon.job_state import EngineView, JobView
+    from blender_addon.session import SESSION
     SESSION.job, SESSION.engine_view = JobView(), EngineView()
     try:
         yield mod

@@ -6,6 +6,7 @@ import pytest
 import torch
 import trimesh
 from PIL import Image
+from scene_helpers import one_thread, orbit_cams  # noqa: F401  (autouse fixture)
 
 from engine.errors import MeshInputError
 from engine.priors.analytic import AnalyticPrior
@@ -14,7 +15,6 @@ from engine.priors.mesh_scene import MeshScene
 from engine.priors.scenes import BUILTIN_SCENES, MARKER_COLOR, builtin_scene, sample_surface
 from engine.priors.sdf import scene_sdf
 from engine.spec import SpecError, StageSpec
-from scene_helpers import one_thread, orbit_cams  # noqa: F401  (autouse fixture)
 
 VARIANTS = "marker-red,marker-green,marker-blue"
 

@@ -4,12 +4,11 @@ from functools import partial
 
 import pytest
 import torch
+from scene_helpers import one_thread, orbit_cams  # noqa: F401  (autouse fixture)
 
 from engine.cameras import CameraSampler
 from engine.priors.scenes import ARM_COLOR, MARKER_COLOR, builtin_scene
 from engine.spec import CameraSpec
-from scene_helpers import one_thread, orbit_cams  # noqa: F401  (autouse fixture)
-
 
 cams = partial(orbit_cams, el_deg=0.0, res=32)
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import trimesh
 
 from engine.mesh.dmtet import DMTet

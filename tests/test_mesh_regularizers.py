@@ -23,7 +23,7 @@ def test_face_neighbors_are_symmetric_and_closed():
     nb = face_neighbors(f)
     assert (nb >= 0).all()  # closed: every edge has two faces
     rows = torch.arange(len(f)).unsqueeze(1).expand(-1, 3)
-    assert all(int(r) in nb[int(n)].tolist() for r, n in zip(rows.reshape(-1), nb.reshape(-1)))
+    assert all(int(r) in nb[int(n)].tolist() for r, n in zip(rows.reshape(-1), nb.reshape(-1), strict=True))
     open_f = f[1:]  # drop a face: its three neighbours get a boundary edge
     assert int((face_neighbors(open_f) < 0).sum()) == 3
 

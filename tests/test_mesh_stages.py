@@ -5,7 +5,6 @@ import struct
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 import trimesh
 
@@ -13,20 +12,20 @@ from engine.cameras import CameraSampler
 from engine.context import JobContext
 from engine.events import Artifact, StageStarted
 from engine.export_cli import main as export_main
+from engine.mesh.bake import bake_texture
 from engine.mesh.cleanup import clean_mesh
 from engine.mesh.dmtet import DMTet
 from engine.mesh.gltf_export import write_glb
 from engine.mesh.tetgrid import TetGrid
 from engine.mesh.types import TexturedMesh
 from engine.mesh.uv import unwrap
-from engine.mesh.bake import bake_texture
+from engine.pipeline import run_stages
 from engine.presets import make_spec
 from engine.preview import psnr
 from engine.priors.analytic import AnalyticPrior
 from engine.priors.scenes import builtin_scene
 from engine.priors.sdf import scene_color, scene_sdf
 from engine.run_dir import RunDir
-from engine.pipeline import run_stages
 from engine.stages.nerf import NerfStage
 
 

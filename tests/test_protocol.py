@@ -3,6 +3,7 @@ caps, field-level validation, and the blocking Channel client the Blender add-on
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import socket
 import struct
@@ -28,7 +29,7 @@ FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCh
 
 def _chunks(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    return [data[a:b] for a, b in zip(points, points[1:])]
+    return [data[a:b] for a, b in itertools.pairwise(points)]
 
 
 @FAST
@@ -41,7 +42,7 @@ def test_frames_round_trip_through_any_chunking(frames, cuts):
         got += reader.feed(chunk)
     reader.eof()
     assert [(f.header["type"], f.payload) for f in got] == [(h["type"], p) for h, p in frames]
-    for f, (h, _) in zip(got, frames):
+    for f, (h, _) in zip(got, frames, strict=True):
         assert {k: v for k, v in f.header.items() if k != "payload_bytes"} == json.loads(json.dumps(h))
 
 

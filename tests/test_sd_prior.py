@@ -6,18 +6,18 @@ import io
 
 import pytest
 import torch
+from scene_helpers import one_thread  # noqa: F401  (autouse: tiny models run fastest on one thread)
 
 from engine.cameras import CameraSampler
 from engine.diffusion import NoiseSchedule
-from engine.errors import WeightsMissing, error_code
 from engine.distill.phi_training import phi_optimizer
+from engine.errors import WeightsMissing, error_code
 from engine.priors.base import Conditioning
 from engine.priors.registry import load_prior
 from engine.priors.sd import StableDiffusionPrior
 from engine.priors.sd_builder import build_random, write_folder
 from engine.priors.sd_lora import adapters_off
 from engine.spec import JobSpec
-from scene_helpers import one_thread  # noqa: F401  (autouse: tiny models run fastest on one thread)
 
 CPU = torch.device("cpu")
 PROMPT = "a wooden chair"
@@ -129,7 +129,7 @@ def test_phi_state_round_trip_and_resume_continue_identically():
 
     resumed_prior = load_prior(spec, CPU)  # a fresh process would rebuild everything like this
     resumed = resumed_prior.make_variational_score(spec.nerf, torch.Generator().manual_seed(99))
-    assert not all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), reference_state.values()))
+    assert not all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), reference_state.values(), strict=True))
     state = torch.load(io.BytesIO(buf.getvalue()), weights_only=False)
     resumed.load_state_dict(state["phi"])
     resumed_opt = phi_optimizer(resumed, spec.nerf.lr_phi)
@@ -307,6 +307,7 @@ def test_bench_step_measures_every_part_and_the_parts_explain_the_iteration(tmp_
 def test_bench_step_flops_only_reports_sd21_native_latents(capsys):
     """SD-2.1's real architecture on the meta device: a 64² render is encoded at 512², into 64² latents."""
     import json
+
     from engine.bench.step import main
     assert main(["--model", "sd21-random", "--resolution", "64", "--flops-only", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)

@@ -52,7 +52,7 @@ def _drain(sock: socket.socket, timeout: float = 10.0) -> tuple[list[P.Frame], b
                 closed = True
                 break
             frames += reader.feed(data)
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         pass
     except ConnectionResetError:
         closed = True

@@ -3,11 +3,9 @@ or corrupt run folder, the per-frame deadline, get_artifact offsets, and bounded
 from __future__ import annotations
 
 import json
+import select
 import socket
 import struct
-import sys
-import threading
-import select
 import time
 from pathlib import Path
 

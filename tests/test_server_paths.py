@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 from server import protocol as P
-from server.launcher import ServerProcess, job_ended, read_until
+from server.launcher import ServerProcess
 from server.path_policy import PathPolicy, hub_cache_dir
 
 FLOOD = ("--device", "cpu", "--job-fn", "server.bench:preview_flood")

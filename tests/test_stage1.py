@@ -37,8 +37,8 @@ def _trivial_scores(stage: NerfStage, res: int) -> dict[str, float]:
     """Held-out PSNR of answers a wrong run could give: the reference world mirrored in x (its render
     from azimuth a is the reference's render from −a, flipped left-right) and a wrong body colour."""
     from engine.cameras import make_cameras
-    from engine.priors.analytic import AnalyticPrior
     from engine.preview import psnr
+    from engine.priors.analytic import AnalyticPrior
     cams = stage.sampler.held_out_orbit(res)
     white = torch.ones(cams.batch, res, res, 3)
     ref = stage.prior.reference_render(cams, white)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from fake_hub import FakeHub, FakeRepo
+from scene_helpers import one_thread  # noqa: F401  (autouse: tiny models run fastest on one thread)
 
 from engine.errors import WeightsMissing
 from engine.priors import weights
@@ -15,8 +17,6 @@ from engine.priors.registry import load_prior
 from engine.priors.sd_builder import build_random, write_folder
 from engine.priors.sd_components import load_folder
 from engine.spec import JobSpec
-from fake_hub import FakeHub, FakeRepo
-from scene_helpers import one_thread  # noqa: F401  (autouse: tiny models run fastest on one thread)
 
 CPU = torch.device("cpu")
 PROMPT = "a wooden chair"

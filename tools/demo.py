@@ -10,13 +10,13 @@ Extra JobSpec overrides can be given as JSON in $VSDREAM_DEMO_OVERRIDES.
 """
 from __future__ import annotations
 
-import bpy  # first: bpy must be imported before anything that imports pymeshlab
-
 import math
 import os
 import sys
 import time
 from pathlib import Path
+
+import bpy  # first: bpy must be imported before anything that imports pymeshlab
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "out"

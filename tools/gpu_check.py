@@ -236,7 +236,7 @@ def download_wheels(dest: Path, python_version: str) -> int:
     """On a networked machine: the carried packages as wheels for the GPU machine's Python (x86-64)."""
     from importlib import metadata
     specs = []
-    for mod, dist in CARRIED.items():
+    for dist in CARRIED.values():
         try:
             specs.append(f"{dist}=={metadata.version(dist)}")  # the version this checkout was tested with
         except metadata.PackageNotFoundError:

@@ -17,7 +17,7 @@ from ..diffusion import NoiseSchedule
 from ..distill import distillation_loss
 from ..distill.phi_training import build_phi
 from ..distill.phi_unet import timestep_embedding
-from ..priors.base import Conditioning, Prior, VariationalScore
+from ..priors.base import Prior, VariationalScore
 from ..priors.mixture import mixture_eps
 from ..spec import StageSpec
 

@@ -7,8 +7,9 @@ toward the base model rather than leaving stale updates in place.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 

@@ -3,7 +3,7 @@ surface point of every covered texel, then dilate into the empty texels so seams
 not pull in black."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

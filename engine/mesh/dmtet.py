@@ -6,7 +6,7 @@ the geometry stage and go into its checkpoint through `state_dict`.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -31,7 +31,7 @@ class DMTet(nn.Module):
 
     @classmethod
     def from_sdf_fn(cls, sdf_fn: Callable[[torch.Tensor], torch.Tensor], grid: TetGrid,
-                    chunk: int = 1 << 18) -> "DMTet":
+                    chunk: int = 1 << 18) -> DMTet:
         """Sample `sdf_fn` (N, 3) → (N,) at the grid vertices (no gradient) to initialise the SDF."""
         pts = grid.vertices()
         with torch.no_grad():
@@ -56,7 +56,7 @@ class DMTet(nn.Module):
         return [{"params": [self.sdf, self.deform], "lr": lr, "name": "dmtet"}]
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> "DMTet":
+    def from_state_dict(cls, state: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> DMTet:
         """Rebuild from a checkpoint: resolution and fitted bbox come from the tensors themselves."""
         n = round(state["sdf"].numel() ** (1 / 3))
         grid = TetGrid(n - 1, state["bbox_min"].to(device), state["bbox_max"].to(device))

@@ -121,7 +121,7 @@ def write_obj(path: str | Path, mesh: TexturedMesh, name: str = "vsdream") -> li
     path = Path(path).with_suffix(".obj")
     mtl, png = path.with_suffix(".mtl"), path.with_name(path.stem + "_albedo.png")
     pos = blender_to_gltf(mesh.vertices)
-    lines = [f"# VSDream: Y up, front -Z (Blender's OBJ importer defaults)", f"mtllib {mtl.name}", f"o {name}"]
+    lines = ["# VSDream: Y up, front -Z (Blender's OBJ importer defaults)", f"mtllib {mtl.name}", f"o {name}"]
     lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in pos]
     has_uv = mesh.uvs is not None
     if has_uv:

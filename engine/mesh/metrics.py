@@ -6,7 +6,7 @@ distances: mesh samples against the reference SDF, reference samples against the
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

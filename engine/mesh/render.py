@@ -5,8 +5,8 @@ antialiased coverage, so SDS on these renders moves silhouettes too.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -41,7 +41,7 @@ class TetGrid:
     bbox_max: torch.Tensor  # (3,)
 
     @classmethod
-    def cube(cls, resolution: int, half_extent: float = 1.0, device: torch.device | str = "cpu") -> "TetGrid":
+    def cube(cls, resolution: int, half_extent: float = 1.0, device: torch.device | str = "cpu") -> TetGrid:
         h = torch.full((3,), float(half_extent), device=device)
         return cls(resolution, -h, h)
 

@@ -10,7 +10,8 @@ particle spread without any Stable Diffusion weights.
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 
@@ -62,12 +63,12 @@ class AnalyticPrior(Prior):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_spec(cls, spec: "JobSpec", device: torch.device | str = "cpu") -> "AnalyticPrior":
+    def from_spec(cls, spec: JobSpec, device: torch.device | str = "cpu") -> AnalyticPrior:
         """The prior table's factory (registry.py): the scenes after 'analytic:'."""
         return cls.from_name(spec.prior.split(":", 1)[1], device=device)
 
     @classmethod
-    def from_name(cls, name: str, device: torch.device | str = "cpu", **kwargs) -> "AnalyticPrior":
+    def from_name(cls, name: str, device: torch.device | str = "cpu", **kwargs) -> AnalyticPrior:
         """'marker' | 'marker-red,marker-green,marker-blue' | 'mesh=<path>' (whole rest is the path);
         a token 's=<float>' sets the pixel noise."""
         from .mesh_scene import MeshScene
@@ -99,7 +100,7 @@ class AnalyticPrior(Prior):
             raise _bad_name(name, "no scene named")
         return cls(scenes, device=device, **kwargs)
 
-    def for_normal_maps(self) -> "AnalyticPrior":
+    def for_normal_maps(self) -> AnalyticPrior:
         """The same world seen as normal maps, (n + 1)/2 over the backdrop (the geometry stage's input)."""
         return AnalyticPrior(self.scenes, self.log_weights.exp().tolist(), self.noise_std, self.uncond_scenes,
                              self.supersample, "normal", self.device)

@@ -38,11 +38,21 @@ def repo_gone(model_id: str) -> WeightsMissing:
 def from_hub_error(model_id: str, exc: BaseException, cache: Path) -> WeightsMissing:
     """Translate an exception raised while listing or downloading `model_id`."""
     try:
-        from huggingface_hub.errors import (DisabledRepoError, GatedRepoError, HfHubHTTPError,
-                                            RepositoryNotFoundError, RevisionNotFoundError)
+        from huggingface_hub.errors import (
+            DisabledRepoError,
+            GatedRepoError,
+            HfHubHTTPError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
     except ImportError:  # older huggingface_hub: same classes under utils
-        from huggingface_hub.utils import (DisabledRepoError, GatedRepoError, HfHubHTTPError,  # type: ignore
-                                           RepositoryNotFoundError, RevisionNotFoundError)
+        from huggingface_hub.utils import (  # type: ignore
+            DisabledRepoError,
+            GatedRepoError,
+            HfHubHTTPError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
     if isinstance(exc, GatedRepoError):  # before RepositoryNotFoundError: it is a subclass
         return WeightsMissing(
             f"'{model_id}' is a gated repository: its licence must be accepted before downloading",

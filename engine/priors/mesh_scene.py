@@ -130,7 +130,7 @@ class MeshScene:
         self.corner_uv = torch.from_numpy(np.concatenate(uv)).float()[keep]
 
     @classmethod
-    def load(cls, path: str | Path, y_up: bool | None = None, supersample: int = 2) -> "MeshScene":
+    def load(cls, path: str | Path, y_up: bool | None = None, supersample: int = 2) -> MeshScene:
         p = Path(path)
         if not p.is_file():
             raise MeshInputError(f"mesh file {str(p)!r} does not exist", hint="pass an existing GLB, OBJ or PLY path")

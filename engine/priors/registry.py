@@ -82,7 +82,7 @@ def describe_priors() -> list[dict[str, Any]]:
     return [{k: v for k, v in asdict(e).items() if k != "factory"} for e in PRIORS]
 
 
-def load_prior(spec: "JobSpec", device: "torch.device") -> "Prior":
+def load_prior(spec: JobSpec, device: torch.device) -> Prior:
     """Build the prior the spec names (weights are loaded here, so call it once per job)."""
     entry = find_prior(spec.prior)
     if entry is None:

@@ -6,8 +6,9 @@ builds the camera rays (optionally supersampled for antialiased edges) and pools
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +45,7 @@ class RayHits:
     normal: torch.Tensor  # (N, 3)
 
     @classmethod
-    def empty(cls, n: int, device: torch.device, dtype: torch.dtype) -> "RayHits":
+    def empty(cls, n: int, device: torch.device, dtype: torch.dtype) -> RayHits:
         return cls(torch.zeros(n, dtype=torch.bool, device=device), torch.zeros(n, dtype=dtype, device=device),
                    torch.zeros(n, 3, dtype=dtype, device=device), torch.zeros(n, 3, dtype=dtype, device=device))
 

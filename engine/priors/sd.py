@@ -96,7 +96,7 @@ class StableDiffusionPrior(Prior):
 
     # ------------------------------------------------------------ building
     @classmethod
-    def from_spec(cls, spec: JobSpec, device: torch.device, cache_dir=None) -> "StableDiffusionPrior":
+    def from_spec(cls, spec: JobSpec, device: torch.device, cache_dir=None) -> StableDiffusionPrior:
         name = spec.prior
         dtype = default_dtype(torch.device(device), spec.precision)
         if name in RANDOM_MODELS:

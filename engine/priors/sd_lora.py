@@ -13,8 +13,8 @@ The UNet is not a submodule: `state_dict()`, `parameters()` and `.to()` cover on
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
 
 import torch
 from diffusers import UNet2DConditionModel
@@ -24,8 +24,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..diffusion import NoiseSchedule
-from .base import Conditioning, VariationalScore
 from ..spec import StageSpec
+from .base import Conditioning, VariationalScore
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 LORA_RANK = 4

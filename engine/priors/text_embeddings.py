@@ -10,8 +10,8 @@ import gc
 import hashlib
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -36,7 +36,7 @@ class TextEmbeddings:
         self.encoder_loads = 0  # how often the text encoder had to be built (0 when all prompts were cached)
 
     def path_for(self, prompt: str) -> Path:
-        digest = hashlib.sha256(f"{self.key}\n{prompt}".encode("utf-8")).hexdigest()[:40]
+        digest = hashlib.sha256(f"{self.key}\n{prompt}".encode()).hexdigest()[:40]
         return self.folder / f"{digest}.pt"
 
     def __call__(self, prompts: Sequence[str]) -> torch.Tensor:
@@ -58,7 +58,7 @@ class TextEmbeddings:
             return False
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # a damaged cache file is recomputed, never trusted
+        except Exception:  # noqa: BLE001 - a damaged cache file (any unpickling error) is recomputed, never trusted
             return False
         if not isinstance(data, dict) or data.get("key") != self.key or data.get("prompt") != prompt:
             return False
@@ -78,7 +78,7 @@ class TextEmbeddings:
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-        for prompt, h in zip(prompts, hidden):
+        for prompt, h in zip(prompts, hidden, strict=True):
             buf = io.BytesIO()
             torch.save({"key": self.key, "prompt": prompt, "hidden": h.clone()}, buf)
             atomic_write_bytes(self.path_for(prompt), buf.getvalue())

@@ -12,8 +12,8 @@ import fnmatch
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 VARIANT = "fp16"
 ALL_PARTS = ("scheduler", "unet", "vae", "text_encoder", "tokenizer")

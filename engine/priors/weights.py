@@ -11,17 +11,31 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from ..errors import WeightsMissing
 from .hub_errors import from_hub_error
-from .model_ids import (DEFAULT_MODEL, DEFAULT_PHI_MODEL, REMOVED, equivalent_ids, fetch_command,
-                        known_text_family, mirror_of)
+from .model_ids import (
+    DEFAULT_MODEL,
+    DEFAULT_PHI_MODEL,
+    REMOVED,
+    equivalent_ids,
+    fetch_command,
+    known_text_family,
+    mirror_of,
+)
 from .resumable import RemoteFile, list_remote, prefetch_large
-from .weight_files import (ALL_PARTS, PHI_PARTS, TEXT_PARTS, fetch_files, missing_files, missing_parts,
-                           text_encoder_identity)
+from .weight_files import (
+    ALL_PARTS,
+    PHI_PARTS,
+    TEXT_PARTS,
+    fetch_files,
+    missing_files,
+    missing_parts,
+    text_encoder_identity,
+)
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_PHI_MODEL", "ResolvedModel", "cached_path", "download", "fetch_command",
            "hub_cache_dir", "is_offline", "missing_files", "phi_parts", "plan_fetch", "resolve_model"]

@@ -1,9 +1,8 @@
 """nvdiffrast with its CUDA context (never the OpenGL one: headless machines lack EGL)."""
 from __future__ import annotations
 
-import torch
-
 import nvdiffrast.torch as dr  # ImportError here makes make_rasterizer fall back to torch
+import torch
 
 from .base import Rasterizer
 

@@ -153,7 +153,7 @@ class TorchRasterizer(Rasterizer):
             silhouette = nb_facing != facing[batch, fid][:, None]
             xy = _pixel_coords(pos[batch[:, None], face], h, w)  # (P, 3, 2) with gradient
 
-            def centre(flat_index):
+            def centre(flat_index, xy=xy):
                 rem = flat_index % (h * w)
                 return torch.stack([(rem % w).to(xy.dtype), (rem // w).to(xy.dtype)], dim=-1)
 
@@ -163,7 +163,7 @@ class TorchRasterizer(Rasterizer):
             sgn = torch.sign(area).detach()
             edges = [(bb, c), (c, a), (a, bb)]
 
-            def ef(p, q, at):
+            def ef(p, q, at, sgn=sgn):
                 return ((q[:, 0] - p[:, 0]) * (at[:, 1] - p[:, 1]) - (q[:, 1] - p[:, 1]) * (at[:, 0] - p[:, 0])) * sgn
 
             e_f = torch.stack([ef(p, q, pf) for p, q in edges], -1)
