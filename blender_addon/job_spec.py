@@ -6,6 +6,12 @@ import math
 
 # the engine's stage table (engine/stage_table.py) as bundled; an engine check reports the current one
 STAGE_NAMES = ("nerf", "geometry", "texture")
+# stages whose switch the engine's scene bundle decides in Mode Scene (engine/scene_mode.py: no DMTet
+# refinement for a room seen from inside; its surfaces are extracted all the same)
+SCENE_BUNDLE_STAGES = ("geometry",)
+# the analytic priors' built-in scenes made for each mode (engine/priors/scenes.py)
+OBJECT_ONLY_PRIORS = ("analytic:marker",)
+SCENE_ONLY_PRIORS = ("analytic:room",)
 
 
 def stage_names(info: dict | None = None) -> list:
@@ -27,8 +33,12 @@ def build_request(settings, prefs=None, mode: str = "text", extra: dict | None =
                   engine_info: dict | None = None) -> dict:
     """{'preset': name, 'overrides': {...}} from a VSDREAM_PG_settings-like object.
 
-    `extra` is merged last (nested dicts merge), e.g. {'nerf': {'steps': 30}} in tests."""
+    `extra` is merged last (nested dicts merge), e.g. {'nerf': {'steps': 30}} in tests. Mode Scene sends
+    `field.kind = "scene"` (the engine brings its scene bundle) and the inside distances from the centre."""
     stages = set(settings.stages)
+    scene = mode == "text" and settings.scene_mode == "scene"
+    distance = (settings.scene_distance_min, settings.scene_distance_max) if scene else (
+        settings.distance_min, settings.distance_max)
     overrides = {
         "prompt": settings.prompt.strip(),
         "negative_prompt": settings.negative_prompt.strip(),
@@ -39,10 +49,10 @@ def build_request(settings, prefs=None, mode: str = "text", extra: dict | None =
         "camera": {
             "elevation_deg": _deg_pair(settings.elevation_min, settings.elevation_max),
             "azimuth_deg": _deg_pair(settings.azimuth_min, settings.azimuth_max),
-            "distance": [float(settings.distance_min), float(settings.distance_max)],
+            "distance": [round(float(d), 6) for d in distance],
             "fov_deg": _deg_pair(settings.fov_min, settings.fov_max),
         },
-        "field": {"blob": settings.scene_mode},
+        "field": {"kind": "scene"} if scene else {"kind": "object", "blob": "object"},
         "export": {"texture_size": int(settings.texture_size)},
     }
     preview_s = float(getattr(prefs, "preview_interval", 0.0) or 0.0)
@@ -50,6 +60,8 @@ def build_request(settings, prefs=None, mode: str = "text", extra: dict | None =
         if name not in STAGE_NAMES:
             continue  # an engine stage this add-on has no switch for: it runs with the engine's defaults
         stage = {"enabled": name in stages if mode == "text" else name == "texture"}
+        if scene and name in SCENE_BUNDLE_STAGES:
+            del stage["enabled"]
         if preview_s:
             stage["preview_interval_s"] = preview_s
         overrides[name] = stage
@@ -78,4 +90,9 @@ def problems(settings, mode: str = "text") -> list:
         out.append("The azimuth range spans more than 360°: narrow it")
     if mode == "text" and not set(settings.stages):
         out.append("Enable at least one stage")
+    scene = settings.scene_mode == "scene"
+    if mode == "text" and scene and settings.prior in OBJECT_ONLY_PRIORS:
+        out.append("The reference scene is an object: pick Prior 'Reference room' for Mode Scene")
+    if mode == "text" and not scene and settings.prior in SCENE_ONLY_PRIORS:
+        out.append("The reference room is seen from inside: set Mode to Scene (or pick 'Reference scene')")
     return out

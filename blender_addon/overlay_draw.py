@@ -28,7 +28,7 @@ def _segments(geo) -> list:
     """Flatten polylines and frustum segments into LINES vertex pairs."""
     coords = []
     for line in geo.rings + geo.meridians:
-        for a, b in zip(line, line[1:]):
+        for a, b in zip(line, line[1:], strict=False):
             coords += [tuple(a), tuple(b)]
     for frustum in geo.frusta:
         for a, b in frustum:

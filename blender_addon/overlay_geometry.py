@@ -2,6 +2,9 @@
 
 The draw handler (overlay_draw.py) only turns these polylines into line batches. Conventions are
 DESIGN.md §2: azimuth 0 = camera on −Y, counter-clockwise seen from above; elevation 90° = above.
+Mode Scene (`inside`) draws the band of the sphere the cameras stand in (they are 0.1–2.3 from the
+centre and look at it, engine/scene_mode.py) as a cage of rings and meridians, with frusta reaching
+the centre, so an artist sees how far across the room the views reach.
 """
 import math
 from dataclasses import dataclass, field
@@ -18,6 +21,7 @@ class RangeSettings:
     distance: tuple = (1.0, 1.5)
     fov: tuple = (math.radians(40.0), math.radians(70.0))
     center: tuple = (0.0, 0.0, 0.0)
+    inside: bool = False  # Mode Scene: the cameras stand inside the scene, `distance` from its centre
 
 
 @dataclass
@@ -70,7 +74,10 @@ def frustum_segments(eye: Vector, target: Vector, fov_y: float, depth: float, as
 def build_overlay(s: RangeSettings, ring_points: int = 64, meridian_points: int = 16,
                   frusta_azimuths: int = 4, frusta_elevations: int = 2) -> OverlayGeometry:
     """Rings at both elevation limits (radius = far distance), meridians at both azimuth limits,
-    and sample frusta at the mean distance spanning the range, each aimed at the centre."""
+    and sample frusta at the mean distance spanning the range, each aimed at the centre.
+    Inside (Mode Scene): build_inside_overlay."""
+    if s.inside:
+        return build_inside_overlay(s, ring_points, meridian_points, frusta_azimuths, frusta_elevations)
     center = Vector(s.center)
     el_lo, el_hi = s.elevation
     az_lo, az_hi = s.azimuth
@@ -84,23 +91,54 @@ def build_overlay(s: RangeSettings, ring_points: int = 64, meridian_points: int 
     for az in ([az_lo] if full_circle else [az_lo, az_hi]):
         geo.meridians.append([camera_position(e, az, radius, center) for e in _span(el_lo, el_hi, meridian_points)])
         geo.meridian_azimuths.append(az)
+    _add_frusta(geo, s, frusta_azimuths, frusta_elevations, depth_factor=0.25)
+    return geo
+
+
+def _azimuths(az_lo: float, az_hi: float, n: int) -> list:
+    """`n` azimuths spanning the range; a full circle leaves out the end that repeats the start."""
+    full_circle = az_hi - az_lo >= 2 * math.pi - 1e-6
+    samples = _span(az_lo, az_hi, n + (1 if full_circle else 0))
+    return samples[:-1] if full_circle else samples
+
+
+def _add_frusta(geo: OverlayGeometry, s: RangeSettings, n_az: int, n_el: int, depth_factor: float) -> None:
+    """Sample frusta at the mean distance over the range, aimed at the centre, `depth_factor` × that distance long."""
+    center = Vector(s.center)
     mid_dist = 0.5 * (s.distance[0] + s.distance[1])
     mid_fov = 0.5 * (s.fov[0] + s.fov[1])
-    depth = 0.25 * mid_dist
-    az_samples = _span(az_lo, az_hi, frusta_azimuths + (1 if full_circle else 0))
-    if full_circle:
-        az_samples = az_samples[:-1]  # the last one would repeat the first
-    for el in _span(el_lo, el_hi, frusta_elevations):
-        for az in az_samples:
+    for el in _span(s.elevation[0], s.elevation[1], n_el):
+        for az in _azimuths(s.azimuth[0], s.azimuth[1], n_az):
             eye = camera_position(el, az, mid_dist, center)
-            geo.frusta.append(frustum_segments(eye, center, mid_fov, depth))
+            geo.frusta.append(frustum_segments(eye, center, mid_fov, depth_factor * mid_dist))
             geo.frustum_eyes.append(eye)
+
+
+def build_inside_overlay(s: RangeSettings, ring_points: int = 64, meridian_points: int = 16,
+                         frusta_azimuths: int = 4, frusta_elevations: int = 2, rings: int = 5,
+                         meridians: int = 8) -> OverlayGeometry:
+    """Mode Scene: the cameras' sphere at the far distance from the centre, drawn as `rings` rings over
+    the elevation range and `meridians` meridians over the azimuth range, and sample frusta at the mean
+    distance looking at the centre, as long as that distance (their far end reaches the centre)."""
+    center = Vector(s.center)
+    radius = s.distance[1]
+    geo = OverlayGeometry()
+    for el in _span(s.elevation[0], s.elevation[1], rings):
+        geo.rings.append([camera_position(el, a, radius, center) for a in _span(*s.azimuth, ring_points)])
+        geo.ring_elevations.append(el)
+    for az in _azimuths(s.azimuth[0], s.azimuth[1], meridians):
+        geo.meridians.append([camera_position(e, az, radius, center) for e in _span(*s.elevation, meridian_points)])
+        geo.meridian_azimuths.append(az)
+    _add_frusta(geo, s, frusta_azimuths, frusta_elevations, depth_factor=1.0)
     return geo
 
 
 def settings_from_scene(props, center=(0.0, 0.0, 0.0)) -> RangeSettings:
-    """Read the Scene's VSDream settings (properties.py) into a RangeSettings."""
+    """Read the Scene's VSDream settings (properties.py) into a RangeSettings (Mode Scene: the
+    distances from the centre)."""
+    inside = getattr(props, "scene_mode", "object") == "scene"
+    distance = (props.scene_distance_min, props.scene_distance_max) if inside else (
+        props.distance_min, props.distance_max)
     return RangeSettings(elevation=(props.elevation_min, props.elevation_max),
-                         azimuth=(props.azimuth_min, props.azimuth_max),
-                         distance=(props.distance_min, props.distance_max),
-                         fov=(props.fov_min, props.fov_max), center=tuple(center))
+                         azimuth=(props.azimuth_min, props.azimuth_max), distance=distance,
+                         fov=(props.fov_min, props.fov_max), center=tuple(center), inside=inside)

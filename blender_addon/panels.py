@@ -1,8 +1,9 @@
 """3D Viewport › Sidebar › VSDream. Drawing only: every action is an operator."""
 import bpy
 
-from . import preview, ui_text
+from . import panorama_result, preview, ui_text
 from .job_state import RESUMABLE, state_label
+from .operators.world import current_panorama
 
 ENGINE_ICONS = {"OFFLINE": "RADIOBUT_OFF", "STARTING": "SORTTIME", "READY": "CHECKMARK", "BUSY": "PLAY",
                 "STALLED": "ERROR", "ERROR": "CANCEL"}
@@ -86,6 +87,9 @@ class VSDREAM_PT_main(_Sidebar, bpy.types.Panel):
         col.prop(s, "texture_size")
         col.prop(s, "size")
         layout.row().prop(s, "stages")
+        if s.scene_mode == "scene" and "geometry" in s.stages:
+            _wrapped(layout, context, "Scenes skip the geometry refinement: the room's surfaces are taken "
+                     "from stage 1", "INFO")
         row = layout.row(align=True)
         row.scale_y = 1.5
         row.operator("vsdream.generate", icon="SHADERFX")
@@ -106,9 +110,14 @@ class VSDREAM_PT_camera(_Sidebar, bpy.types.Panel):
         row.operator("vsdream.camera_from_view", icon="VIEW_CAMERA")
         row.prop(s, "show_overlay", text="", icon="OVERLAY")
         col = layout.column(align=True)
+        inside = s.scene_mode == "scene"
+        if inside:
+            _wrapped(col, context, "Scene: the cameras stand inside and look at the centre", "INFO")
+        distance = (("scene_distance_min", "scene_distance_max", "Distance from centre") if inside
+                    else ("distance_min", "distance_max", "Distance"))
         for lo, hi, label in (("elevation_min", "elevation_max", "Elevation"),
                               ("azimuth_min", "azimuth_max", "Azimuth"),
-                              ("distance_min", "distance_max", "Distance"),
+                              distance,
                               ("fov_min", "fov_max", "Field of view")):
             col.label(text=label)
             row = col.row(align=True)
@@ -159,6 +168,8 @@ class VSDREAM_PT_progress(_Sidebar, bpy.types.Panel):
                 layout.label(text=f"Preview: {rt.preview_caption}")
         if rt.imported:
             layout.label(text=f"Imported: {rt.imported}", icon="CHECKMARK")
+        if rt.job_state == "DONE" and current_panorama():
+            layout.operator("vsdream.use_panorama", icon="WORLD")
 
 
 class VSDREAM_UL_history(bpy.types.UIList):
@@ -185,6 +196,10 @@ class VSDREAM_PT_history(_Sidebar, bpy.types.Panel):
         row = layout.row(align=True)
         row.operator("vsdream.open_folder", icon="FILE_FOLDER")
         row.operator("vsdream.delete_job", icon="TRASH")
+        i = rt.history_index
+        pano = panorama_result.first_panorama(rt.history[i].run_dir) if 0 <= i < len(rt.history) else ""
+        if pano:
+            layout.operator("vsdream.use_panorama", icon="WORLD").filepath = pano
 
 
 CLASSES = (VSDREAM_PT_main, VSDREAM_PT_camera, VSDREAM_PT_progress, VSDREAM_UL_history, VSDREAM_PT_history)

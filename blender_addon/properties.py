@@ -26,6 +26,7 @@ PRESETS = [
 PRIORS = [
     ("sd", "Stable Diffusion", "Needs the model weights and a GPU"),
     ("analytic:marker", "Reference scene", "Analytic prior of a built-in scene: no weights needed"),
+    ("analytic:room", "Reference room", "Analytic prior of the built-in room, for Mode Scene: no weights needed"),
     ("tiny-sd", "Tiny SD (test)", "Random tiny diffusion model: exercises the pipeline only"),
 ]
 STAGES = [
@@ -46,6 +47,9 @@ def _redraw_views(_self=None, _context=None):
 # the camera distance/fov each preset was tuned for (engine/presets.py; a test keeps them equal)
 PRESET_CAMERAS = {name: {"distance": (1.0, 1.5), "fov_deg": (40.0, 70.0)} for name, _, _ in PRESETS}
 PRESET_CAMERAS["cpu-smoke"] = {"distance": (2.2, 2.6), "fov_deg": (40.0, 50.0)}
+# Mode Scene: the cameras' distance from the centre each preset's scene bundle uses (engine/scene_mode.py)
+PRESET_SCENE_DISTANCES = {name: (0.1, 2.3) for name, _, _ in PRESETS}
+PRESET_SCENE_DISTANCES["cpu-smoke"] = (0.1, 0.8)  # inside the reference room, clear of its corner objects
 
 
 def _preset_update(self, _context):
@@ -58,6 +62,10 @@ def _preset_update(self, _context):
     self.distance_min, self.distance_max = cam["distance"]
     self.fov_max = max(self.fov_max, math.radians(cam["fov_deg"][1]))
     self.fov_min, self.fov_max = (math.radians(v) for v in cam["fov_deg"])
+    inside = PRESET_SCENE_DISTANCES.get(self.preset)
+    if inside is not None:
+        self.scene_distance_max = max(self.scene_distance_max, inside[1])
+        self.scene_distance_min, self.scene_distance_max = inside
     _redraw_views()
 
 
@@ -79,6 +87,7 @@ _EL = _ordered("elevation_min", "elevation_max")
 _AZ = _ordered("azimuth_min", "azimuth_max")
 _DI = _ordered("distance_min", "distance_max")
 _FO = _ordered("fov_min", "fov_max")
+_SD = _ordered("scene_distance_min", "scene_distance_max")
 
 
 class VSDREAM_PG_settings(bpy.types.PropertyGroup):
@@ -94,7 +103,7 @@ class VSDREAM_PG_settings(bpy.types.PropertyGroup):
                          default={"nerf", "geometry", "texture"})
     scene_mode: EnumProperty(name="Mode", items=[
         ("object", "Object", "A single object seen from outside"),
-        ("scene", "Scene", "Surroundings: the camera sits inside")], default="object")
+        ("scene", "Scene", "Surroundings: the camera sits inside")], default="object", update=_redraw_views)
     texture_size: EnumProperty(name="Texture", items=[(str(s), f"{s}", f"{s}×{s} texels")
                                                       for s in (256, 512, 1024, 2048)], default="1024")
     elevation_min: FloatProperty(name="Elevation min", subtype="ANGLE", unit="ROTATION",
@@ -113,6 +122,13 @@ class VSDREAM_PG_settings(bpy.types.PropertyGroup):
                                 update=_DI[0])
     distance_max: FloatProperty(name="Distance max", subtype="DISTANCE", default=1.5, min=0.1, max=100.0,
                                 update=_DI[1])
+    scene_distance_min: FloatProperty(name="Distance from centre min", subtype="DISTANCE", default=0.1, min=0.05,
+                                      max=100.0, update=_SD[0],
+                                      description="Mode Scene: nearest camera position to the centre")
+    scene_distance_max: FloatProperty(name="Distance from centre max", subtype="DISTANCE", default=2.3, min=0.05,
+                                      max=100.0, update=_SD[1],
+                                      description="Mode Scene: farthest camera position from the centre (the "
+                                                  "cameras look at the centre)")
     fov_min: FloatProperty(name="FOV min", subtype="ANGLE", default=math.radians(40.0),
                            min=math.radians(5.0), max=math.radians(150.0), update=_FO[0])
     fov_max: FloatProperty(name="FOV max", subtype="ANGLE", default=math.radians(70.0),

@@ -1,9 +1,10 @@
 """Operators: they start, cancel, import or attach; the session and the pump own the job."""
 import bpy
 
-from . import camera, engine, generate, jobs, retexture
+from . import camera, engine, generate, jobs, retexture, world
 
-CLASSES = (*generate.CLASSES, *retexture.CLASSES, *engine.CLASSES, *jobs.CLASSES, *camera.CLASSES)
+CLASSES = (*generate.CLASSES, *retexture.CLASSES, *engine.CLASSES, *jobs.CLASSES, *camera.CLASSES,
+           *world.CLASSES)
 
 
 _register, unregister = bpy.utils.register_classes_factory(CLASSES)
