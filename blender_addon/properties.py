@@ -47,25 +47,36 @@ def _redraw_views(_self=None, _context=None):
 # the camera distance/fov each preset was tuned for (engine/presets.py; a test keeps them equal)
 PRESET_CAMERAS = {name: {"distance": (1.0, 1.5), "fov_deg": (40.0, 70.0)} for name, _, _ in PRESETS}
 PRESET_CAMERAS["cpu-smoke"] = {"distance": (2.2, 2.6), "fov_deg": (40.0, 50.0)}
-# Mode Scene: the cameras' distance from the centre each preset's scene bundle uses (engine/scene_mode.py)
-PRESET_SCENE_DISTANCES = {name: (0.1, 2.3) for name, _, _ in PRESETS}
-PRESET_SCENE_DISTANCES["cpu-smoke"] = (0.1, 0.8)  # inside the reference room, clear of its corner objects
+# Mode Scene: the distance from the centre and fov of each preset's scene bundle (engine/scene_mode.py)
+PRESET_SCENE_CAMERAS = {name: {"distance": (0.1, 2.3), "fov_deg": (40.0, 70.0)} for name, _, _ in PRESETS}
+# inside the reference room, clear of its corner objects, wide enough to see a wall
+PRESET_SCENE_CAMERAS["cpu-smoke"] = {"distance": (0.1, 0.8), "fov_deg": (55.0, 70.0)}
+
+
+def _set_range(self, lo: str, hi: str, values) -> None:
+    """Widen first, then narrow, so the min ≤ max callbacks never clamp the new values."""
+    setattr(self, hi, max(getattr(self, hi), values[1]))
+    setattr(self, lo, values[0])
+    setattr(self, hi, values[1])
 
 
 def _preset_update(self, _context):
-    """Choosing a preset brings its camera distance and field of view (the ranges stay editable)."""
-    cam = PRESET_CAMERAS.get(self.preset)
-    if cam is None:
+    """Choosing a preset brings its camera distances (object and scene) and the field of view of the
+    current Mode (the ranges stay editable)."""
+    cam, inside = PRESET_CAMERAS.get(self.preset), PRESET_SCENE_CAMERAS.get(self.preset)
+    if cam is None or inside is None:
         return
-    # widen first, then narrow, so the min ≤ max callbacks never clamp the new values
-    self.distance_max = max(self.distance_max, cam["distance"][1])
-    self.distance_min, self.distance_max = cam["distance"]
-    self.fov_max = max(self.fov_max, math.radians(cam["fov_deg"][1]))
-    self.fov_min, self.fov_max = (math.radians(v) for v in cam["fov_deg"])
-    inside = PRESET_SCENE_DISTANCES.get(self.preset)
-    if inside is not None:
-        self.scene_distance_max = max(self.scene_distance_max, inside[1])
-        self.scene_distance_min, self.scene_distance_max = inside
+    _set_range(self, "distance_min", "distance_max", cam["distance"])
+    _set_range(self, "scene_distance_min", "scene_distance_max", inside["distance"])
+    _mode_update(self, _context)
+
+
+def _mode_update(self, _context):
+    """Switching Mode brings the preset's field of view for it (a scene's views are wider in cpu-smoke)."""
+    table = PRESET_SCENE_CAMERAS if self.scene_mode == "scene" else PRESET_CAMERAS
+    cam = table.get(self.preset)
+    if cam is not None:
+        _set_range(self, "fov_min", "fov_max", [math.radians(v) for v in cam["fov_deg"]])
     _redraw_views()
 
 
@@ -103,7 +114,7 @@ class VSDREAM_PG_settings(bpy.types.PropertyGroup):
                          default={"nerf", "geometry", "texture"})
     scene_mode: EnumProperty(name="Mode", items=[
         ("object", "Object", "A single object seen from outside"),
-        ("scene", "Scene", "Surroundings: the camera sits inside")], default="object", update=_redraw_views)
+        ("scene", "Scene", "Surroundings: the camera sits inside")], default="object", update=_mode_update)
     texture_size: EnumProperty(name="Texture", items=[(str(s), f"{s}", f"{s}×{s} texels")
                                                       for s in (256, 512, 1024, 2048)], default="1024")
     elevation_min: FloatProperty(name="Elevation min", subtype="ANGLE", unit="ROTATION",

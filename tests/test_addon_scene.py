@@ -125,10 +125,12 @@ def test_a_scene_mesh_lands_in_the_collection_at_the_cursor_with_the_marker_wall
 @pytest.mark.usefixtures("addon")
 def test_scene_mode_sends_the_scene_kind_and_the_inside_distances_the_engine_accepts():
     from blender_addon import job_spec
-    from blender_addon.properties import PRESET_SCENE_DISTANCES
+    from blender_addon.properties import PRESET_SCENE_CAMERAS
     from engine.presets import make_spec
-    for name, inside in PRESET_SCENE_DISTANCES.items():  # the add-on's table matches the engine's scene bundles
-        assert make_spec(name, {"field": {"kind": "scene"}}).camera.distance == pytest.approx(inside), name
+    for name, cam in PRESET_SCENE_CAMERAS.items():  # the add-on's table matches the engine's scene bundles
+        spec = make_spec(name, {"field": {"kind": "scene"}})
+        assert cam["distance"] == pytest.approx(spec.camera.distance), name
+        assert cam["fov_deg"] == pytest.approx(spec.camera.fov_deg), name
     s = bpy.context.scene.vsdream
     s.prompt, s.scene_mode, s.preset, s.prior = "a cosy room", "scene", "cpu-smoke", "analytic:room"
     assert (s.scene_distance_min, s.scene_distance_max) == pytest.approx((0.1, 0.8))
@@ -136,6 +138,7 @@ def test_scene_mode_sends_the_scene_kind_and_the_inside_distances_the_engine_acc
     req = job_spec.build_request(s, None)
     o = req["overrides"]
     assert o["field"] == {"kind": "scene"} and o["camera"]["distance"] == pytest.approx([0.1, 0.8])
+    assert o["camera"]["fov_deg"] == pytest.approx([55.0, 70.0])  # the scene bundle's wider views
     assert "enabled" not in o["geometry"] and o["nerf"]["enabled"]  # the scene bundle decides stage 2
     spec = make_spec(req["preset"], req["overrides"])
     assert spec.field.kind == "scene" and spec.field.blob == "scene" and spec.field.radius == 2.9
@@ -151,6 +154,7 @@ def test_scene_mode_sends_the_scene_kind_and_the_inside_distances_the_engine_acc
     s.scene_mode = "object"
     o = job_spec.build_request(s, None)["overrides"]
     assert o["field"]["kind"] == "object" and o["camera"]["distance"] == pytest.approx([1.0, 1.5])
+    assert o["camera"]["fov_deg"] == pytest.approx([40.0, 70.0])
     assert make_spec("paper", o).field.blob == "object" and job_spec.problems(s) == []
     s.prior = "analytic:room"
     assert any("Mode to Scene" in p for p in job_spec.problems(s))
