@@ -14,7 +14,7 @@ from pathlib import Path
 import bpy
 from bpy.app.handlers import persistent
 
-from . import glb_mesh, history, importer, paths, preferences, preview, result_texture
+from . import glb_mesh, history, importer, panorama_result, paths, preferences, preview, result_texture
 from .job_state import apply_frame
 from .session import SESSION
 
@@ -116,7 +116,9 @@ def _finish_job(context) -> None:
     if job.state != "DONE" or not job.auto_import or job.imported:
         return
     meshes = job.result_meshes()
-    missing = [m for m in meshes if SESSION.remote and m not in _downloaded or not Path(m).is_file()]
+    # a scene job's panorama comes along from a remote engine, for 'Use as World background'
+    panoramas = [p for n, p in job.artifacts.items() if panorama_result.is_panorama_name(n)] if SESSION.remote else []
+    missing = [m for m in meshes + panoramas if SESSION.remote and m not in _downloaded or not Path(m).is_file()]
     if missing and SESSION.connected:  # remote engine: fetch the files, finish when they arrive
         _request_downloads(missing)
         return

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 bpy = pytest.importorskip("bpy")
-from addon_helpers import addon  # noqa: E402,F401
+from addon_helpers import ADDON, ROOT, addon, pump_until  # noqa: E402,F401
 from mathutils import Vector  # noqa: E402
 
 R = math.radians
@@ -224,3 +224,63 @@ def test_use_as_world_background_finds_the_panorama_and_reuses_the_world(tmp_pat
     assert old_bg.inputs["Color"].links[0].from_node == envs[0]  # the artist's Background node, fed the panorama
     with pytest.raises(FileNotFoundError, match="Mode Scene"):
         world_background.set_world_background(scene, tmp_path / "missing.png")
+
+
+TOKEN = "scene-remote-secret"
+
+
+@pytest.fixture
+def remote_scene_engine(tmp_path):
+    """(ready line, server runs folder) of a real --allow-remote server holding one finished scene job
+    (a room GLB and its panorama). Requested before `addon`, so the add-on disconnects first."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from blender_addon._protocol_import import protocol
+    run = tmp_path / "server_runs" / "scene-job"
+    (run / "result").mkdir(parents=True)
+    _room_glb(run / "result" / "mesh.glb")
+    _room_panorama(run / "result" / "panorama.png", width=128)
+    (run / "spec.json").write_text(json.dumps({"prompt": "a cosy room", "mode": "text", "seed": 1}))
+    events = [{"type": "queued", "seq": 1}, {"type": "started", "seq": 2}]
+    for seq, name in enumerate(("panorama.png", "mesh.glb"), start=3):
+        path = run / "result" / name
+        events.append({"type": "artifact", "seq": seq, "name": name, "path": str(path), "size": path.stat().st_size})
+    events.append({"type": "done", "seq": 5, "result": {}})
+    (run / "events.jsonl").write_text("".join(json.dumps({**e, "job_id": "scene-job", "time": 1.0}) + "\n"
+                                              for e in events))
+    env = {**os.environ, "VSDREAM_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
+    with open(tmp_path / "server.log", "wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", "server", "--port", "0", "--runs-dir", str(run.parent),
+                                   "--allow-remote", "--device", "cpu"], stdout=subprocess.PIPE, stderr=log, env=env,
+                                  cwd=str(ROOT))
+        try:
+            yield protocol.parse_ready_line(server.stdout.readline()), run
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+            server.stdout.close()
+
+
+def test_a_remote_scene_job_brings_its_panorama_for_the_world(remote_scene_engine, addon, tmp_path):  # noqa: F811
+    from blender_addon import preferences, pump
+    from blender_addon._protocol_import import protocol
+    from blender_addon.job_state import JobView
+    from blender_addon.operators import world as world_op
+    ready, run = remote_scene_engine
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    prefs.connection_mode, prefs.remote_host, prefs.remote_port = "REMOTE", "127.0.0.1", ready["port"]
+    prefs.remote_token, prefs.remote_fingerprint = TOKEN, ready["fingerprint"]
+    rt = bpy.context.window_manager.vsdream
+    pump.SESSION.job = JobView(job_id="scene-job", prompt="a cosy room", seed=1, state="QUEUED")
+    pump.SESSION.send(protocol.attach("scene-job"), cfg=preferences.connect_config())
+    assert pump_until(lambda: rt.imported != "", 30), (rt.engine_message, rt.job_state, rt.error_message)
+    local = tmp_path / "user" / "runs" / "downloads" / "scene-job" / "panorama.png"
+    assert local.read_bytes() == (run / "result" / "panorama.png").read_bytes()
+    assert world_op.current_panorama() == str(local)  # the panel's button uses the downloaded copy
+    assert bpy.ops.vsdream.use_panorama() == {"FINISHED"}
+    env = bpy.context.scene.world.node_tree.nodes["VSDream Panorama"]
+    assert env.image.filepath == str(local)
+    assert bpy.data.objects[rt.imported].users_collection == (bpy.data.collections["VSDream"],)
