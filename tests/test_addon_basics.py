@@ -8,7 +8,7 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-from addon_helpers import ADDON, addon, disable, enable  # noqa: E402,F401
+from addon_helpers import ADDON, disable, enable  # noqa: E402,F401
 
 
 def test_register_unregister_register_is_clean(addon):

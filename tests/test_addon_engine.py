@@ -15,7 +15,7 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-from addon_helpers import ADDON, addon, local_engine, pump_until  # noqa: E402,F401
+from addon_helpers import ADDON, local_engine, pump_until  # noqa: E402,F401
 
 # small but real: SDS at 48² learns the reference scene's colours (marker included) in 40 steps
 TINY = {"nerf": {"steps": 40, "method": "sds", "resolution_schedule": [[0, 48]], "samples_per_ray": 32,

@@ -17,6 +17,7 @@ import pytest
 pytest.importorskip("bpy")
 
 import addon_helpers  # noqa: E402,F401
+
 import build_addon  # noqa: E402
 
 SCENARIO = textwrap.dedent(r'''

@@ -5,7 +5,7 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-from addon_helpers import ADDON, addon  # noqa: E402,F401
+from addon_helpers import ADDON  # noqa: E402,F401
 
 
 def test_preview_preference_is_seconds_and_the_engine_takes_it(addon):

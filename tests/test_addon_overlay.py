@@ -6,9 +6,9 @@ import math
 import pytest
 
 pytest.importorskip("bpy")
+import addon_helpers  # noqa: E402,F401  (puts the repo root on sys.path)
 from mathutils import Vector  # noqa: E402  (mathutils comes with the bpy module)
 
-import addon_helpers  # noqa: E402,F401  (puts the repo root on sys.path)
 from blender_addon import camera_from_view as cfv  # noqa: E402
 from blender_addon.overlay_geometry import RangeSettings, build_overlay, camera_position  # noqa: E402
 
@@ -37,7 +37,7 @@ def test_rings_sit_at_the_configured_elevations():
                       fov=(R(40), R(60)), center=tuple(center))
     geo = build_overlay(s)
     assert geo.ring_elevations == pytest.approx([R(-10), R(45)])
-    for ring, el in zip(geo.rings, geo.ring_elevations):
+    for ring, el in zip(geo.rings, geo.ring_elevations, strict=True):
         for p in ring:
             assert _elevation(p, center) == pytest.approx(el, abs=1e-5)
             assert (p - center).length == pytest.approx(2.0, abs=1e-5)  # the far distance
@@ -51,7 +51,7 @@ def test_meridians_sit_at_the_azimuth_limits():
     geo = build_overlay(s)
     assert geo.meridian_azimuths == pytest.approx([R(-45), R(30)])
     center = Vector((0, 0, 0))
-    for line, az in zip(geo.meridians, geo.meridian_azimuths):
+    for line, az in zip(geo.meridians, geo.meridian_azimuths, strict=True):
         assert all(_azimuth(p, center) == pytest.approx(az, abs=1e-5) for p in line)
         assert _elevation(line[0], center) == pytest.approx(R(0), abs=1e-5)
         assert _elevation(line[-1], center) == pytest.approx(R(60), abs=1e-5)
@@ -65,7 +65,7 @@ def test_frusta_at_the_mean_distance_looking_at_the_centre():
                       fov=(R(40), R(40)), center=tuple(center))
     geo = build_overlay(s, frusta_azimuths=3, frusta_elevations=2)
     assert len(geo.frusta) == 6 and all(len(f) == 8 for f in geo.frusta)
-    for eye, segs in zip(geo.frustum_eyes, geo.frusta):
+    for eye, segs in zip(geo.frustum_eyes, geo.frusta, strict=True):
         assert (eye - center).length == pytest.approx(2.5, abs=1e-5)
         far = [b for a, b in segs[:4]]  # the four edges from the eye to the far corners
         mid = sum(far, Vector()) / 4

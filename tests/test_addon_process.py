@@ -11,7 +11,6 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-from addon_helpers import addon  # noqa: E402,F401
 from blender_addon import engine_process, engine_setup, os_process  # noqa: E402
 
 _FAKE_ENGINE = "import time; time.sleep(120)"
@@ -81,8 +80,8 @@ def test_handshake_timeout_and_early_exit_name_the_log(tmp_path):
 
 def test_set_up_streams_progress_into_the_preferences(addon, tmp_path):
     from blender_addon import pump
-    from blender_addon.session import SESSION
     from blender_addon.paths import venv_python
+    from blender_addon.session import SESSION
     venv = tmp_path / "venv"
     py = venv_python(venv)
     script = "print('Collecting torch'); print('Downloading 10%\\r 55%\\r100%', flush=True)"

@@ -15,7 +15,7 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-from addon_helpers import ADDON, ROOT, addon, pump_until  # noqa: E402,F401
+from addon_helpers import ADDON, ROOT, pump_until  # noqa: E402,F401
 
 TOKEN = "remote-tls-secret"
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 bpy = pytest.importorskip("bpy")
-from addon_helpers import ADDON, ROOT, addon, pump_until  # noqa: E402,F401
+from addon_helpers import ADDON, ROOT, pump_until  # noqa: E402,F401
 from mathutils import Vector  # noqa: E402
 
 R = math.radians

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from addon_helpers import addon  # noqa: F401  (fixture: the enabled add-on)
 from fake_hub import FakeHub, FakeRepo
 
 from engine.fetch_report import PREFIX
