@@ -21,6 +21,7 @@ PRESETS = [
     ("paper", "Paper", "The paper's settings: hours on a large GPU"),
     ("fast", "Fast", "About a tenth of the paper's steps at 256²"),
     ("preview", "Preview", "A quick look at a prompt"),
+    ("low-vram", "Low VRAM", "For 12 GB cards: one shared UNet, stage 1 up to 256², fewer samples"),
     ("cpu-smoke", "CPU smoke", "Tiny CPU job on the reference scene (tests, demo)"),
 ]
 PRIORS = [

@@ -173,3 +173,9 @@ def test_the_addon_request_follows_the_checked_engine_stages():
     req = job_spec.build_request(s, engine_info=older)
     assert "geometry" not in req["overrides"]  # never send a section the checked engine does not have
     assert make_spec(req["preset"], req["overrides"]).geometry.enabled  # the engine's default applies
+
+
+def test_the_addon_offers_every_engine_preset():
+    from blender_addon import properties
+    from engine.presets import PRESETS
+    assert sorted(name for name, _, _ in properties.PRESETS) == sorted(PRESETS)
