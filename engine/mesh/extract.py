@@ -57,21 +57,29 @@ def fit_bbox(density_fn: DensityFn, threshold: float, half_extent: float = 1.0, 
     return lo, hi
 
 
-def scene_surface_level(density_fn: DensityFn, radius: float, distance: float, wanted: float = 25.0,
-                        resolution: int = 16, samples: int = 128, device: torch.device | str = "cpu") -> float:
-    """Iso-level for a scene seen from inside: the median density where rays from `inside_views`
-    first reach half opacity (what the renders show as the surface), capped at `wanted`. A room's
-    density seldom reaches the object level 25, and silhouettes from outside see only its walls."""
-    from ..cameras import inside_views
+def _density_along_rays(density_fn: DensityFn, cams, radius: float, samples: int,
+                        device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Density at `samples` bin centres along each camera ray's chord of the sphere (rays that miss
+    it are dropped): (R, samples) densities and (R,) bin lengths."""
     from ..render import sphere_intersect
-    origins, dirs = inside_views(distance, resolution).to(device).rays()
+    origins, dirs = cams.to(device).rays()
     o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
     near, far, meets = sphere_intersect(o, d, radius)
     o, d, near, far = o[meets], d[meets], near[meets], far[meets]
     u = (torch.arange(samples, device=device, dtype=o.dtype) + 0.5) / samples
     t = near[:, None] + (far - near)[:, None] * u[None]
     sigma = _query(density_fn, (o[:, None] + t[..., None] * d[:, None]).reshape(-1, 3)).view(-1, samples)
-    optical = torch.cumsum(sigma * ((far - near) / samples)[:, None], dim=1)
+    return sigma, (far - near) / samples
+
+
+def scene_surface_level(density_fn: DensityFn, radius: float, distance: float, wanted: float = 25.0,
+                        resolution: int = 16, samples: int = 128, device: torch.device | str = "cpu") -> float:
+    """Iso-level for a scene seen from inside: the median density where rays from `inside_views`
+    first reach half opacity (what the renders show as the surface), capped at `wanted`. A room's
+    density seldom reaches the object level 25, and silhouettes from outside see only its walls."""
+    from ..cameras import inside_views
+    sigma, dt = _density_along_rays(density_fn, inside_views(distance, resolution), radius, samples, device)
+    optical = torch.cumsum(sigma * dt[:, None], dim=1)
     reached = optical > math.log(2.0)  # transmittance below one half
     if not bool(reached.any()):
         raise EngineError("the stage-1 scene is transparent from inside: no surface to extract",
@@ -87,17 +95,11 @@ def silhouette_threshold(density_fn: DensityFn, radius: float = 1.0, wanted: flo
     """Iso-level whose solid matches the field's opacity masks from 16 orbit views (see above).
     Returns the level and how well it and `wanted` agree (fraction of disagreeing rays)."""
     from ..cameras import framing_cameras
-    from ..render import sphere_intersect
     elev = torch.tensor([-10.0, 30.0]).repeat_interleave(8)
     azim = (torch.arange(8.0) * 45.0 + 22.5).repeat(2)
-    origins, dirs = framing_cameras(elev, azim, radius, resolution).to(device).rays()
-    o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
-    near, far, meets = sphere_intersect(o, d, radius)
-    o, d, near, far = o[meets], d[meets], near[meets], far[meets]
-    u = (torch.arange(samples, device=device, dtype=o.dtype) + 0.5) / samples
-    t = near[:, None] + (far - near)[:, None] * u[None]
-    sigma = _query(density_fn, (o[:, None] + t[..., None] * d[:, None]).reshape(-1, 3)).view(-1, samples)
-    opaque = (1 - torch.exp(-(sigma * ((far - near) / samples)[:, None]).sum(1))) > 0.5
+    sigma, dt = _density_along_rays(density_fn, framing_cameras(elev, azim, radius, resolution), radius, samples,
+                                    device)
+    opaque = (1 - torch.exp(-(sigma * dt[:, None]).sum(1))) > 0.5
     peak, order = torch.sort(sigma.max(1).values)
     opaque = opaque[order].float()
     n = peak.numel()
