@@ -366,6 +366,7 @@ class Session:
         if self.conn:
             self.conn.close()
             self.conn = None
+        self._drop_lost_connection_reports()
         engine, self.engine = (self.engine if stop_engine else None), (None if stop_engine else self.engine)
         if engine is not None:
             if wait:
@@ -378,6 +379,20 @@ class Session:
         self.engine_view.running, self.engine_view.queued = [], 0
         if self.job.active:  # the engine checkpoints its jobs on SIGTERM: the job is stopped, not failed
             self.job.end("CANCELLED")
+
+    def _drop_lost_connection_reports(self) -> None:
+        """A connection the user has just let go of is not also reported as lost (its reader may have
+        queued that before the close); frames and other items stay, in order."""
+        kept = []
+        while True:
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if item[0] != "disconnected":
+                kept.append(item)
+        for item in kept:
+            self.inbox.put(item)
 
     def new_job(self, **fields) -> JobView:
         self.job = JobView(state="SUBMITTING", **fields)

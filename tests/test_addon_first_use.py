@@ -230,3 +230,15 @@ def test_the_eta_counts_down_every_second_between_progress_events(addon):
     time.sleep(pump.CLOCK_S + 0.2)
     pump.drain()  # nothing new from the engine: the line still moves
     assert first - rt.eta_s >= pump.CLOCK_S - 0.05, (first, rt.eta_s)
+
+
+def test_stopping_the_engine_is_not_reported_as_a_lost_connection(addon):
+    """A reader that saw its socket close just before 'Stop engine' must not turn the stop into an error;
+    frames already received stay queued, in order."""
+    from blender_addon.session import SESSION
+    SESSION.inbox.put(("frame", "first"))
+    SESSION.inbox.put(("disconnected", "the engine closed the connection"))
+    SESSION.inbox.put(("frame", "second"))
+    SESSION.disconnect(stop_engine=True, wait=True)
+    left = [SESSION.inbox.get_nowait() for _ in range(SESSION.inbox.qsize())]
+    assert left == [("frame", "first"), ("frame", "second")]
