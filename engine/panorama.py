@@ -27,15 +27,6 @@ def equirect_directions(width: int, height: int, rows: slice | None = None,
     return d.float()
 
 
-def direction_to_pixel(d: tuple[float, float, float], width: int, height: int) -> tuple[int, int]:
-    """(row, column) of the pixel that Blender's World shows in direction `d`."""
-    x, y, z = d
-    n = math.sqrt(x * x + y * y + z * z)
-    u = (0.5 - math.atan2(y, x) / (2 * math.pi)) % 1.0
-    v = 1.0 - math.acos(max(-1.0, min(1.0, z / n))) / math.pi
-    return min(int((1.0 - v) * height), height - 1), min(int(u * width), width - 1)
-
-
 @dataclass
 class PanoramaTile:
     """Rows `rows` of a width × width/2 panorama seen from `centre`, shaped like one camera of

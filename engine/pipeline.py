@@ -67,7 +67,8 @@ def run_stages(ctx: JobContext, earlier: dict[str, Stage] | None = None) -> dict
             continue
         if i > 0 and not goes_on:
             return out
-        stage = entry.load_class().for_job(ctx, {n: built[n] for n in entry.needs if n in built})
+        cls: type[JobStage] = entry.load_class()
+        stage = cls.for_job(ctx, {n: built[n] for n in entry.needs if n in built})
         if getattr(spec, entry.name).enabled:
             run_stage(ctx, stage)
         out.update(stage.results())

@@ -12,11 +12,21 @@ from PIL import Image
 from engine.cameras import CameraSampler, inside_views
 from engine.events import Artifact
 from engine.mesh.extract import dmtet_from_density, scene_surface_level
-from engine.panorama import direction_to_pixel, render_panorama
+from engine.panorama import render_panorama
 from engine.pipeline import run_job
 from engine.presets import make_spec
 from engine.priors.scenes import MARKER_COLOR, ROOM_WALLS, room
 from engine.priors.sdf import scene_sdf, trace_scene
+
+
+def direction_to_pixel(d: tuple[float, float, float], width: int, height: int) -> tuple[int, int]:
+    """(row, column) of the pixel that Blender's World shows in direction `d` (Cycles' mapping, written
+    independently of engine/panorama.py's inverse so the two check each other)."""
+    x, y, z = d
+    n = math.sqrt(x * x + y * y + z * z)
+    u = (0.5 - math.atan2(y, x) / (2 * math.pi)) % 1.0
+    v = 1.0 - math.acos(max(-1.0, min(1.0, z / n))) / math.pi
+    return min(int((1.0 - v) * height), height - 1), min(int(u * width), width - 1)
 
 
 def _room_density(x: torch.Tensor) -> torch.Tensor:
