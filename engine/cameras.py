@@ -108,6 +108,13 @@ def framing_cameras(elevation_deg: torch.Tensor, azimuth_deg: torch.Tensor, radi
                         torch.full((n,), 2.2 * math.asin(1 / distance_factor)), resolution, resolution)
 
 
+def concat_cameras(parts: list[Cameras]) -> Cameras:
+    """One batch from several of the same image size."""
+    return Cameras(*(torch.cat([getattr(c, k) for c in parts]) for k in ("c2w", "fov_y", "elevation", "azimuth",
+                                                                        "distance")),
+                   parts[0].width, parts[0].height)
+
+
 def inside_views(distance: float, resolution: int) -> Cameras:
     """Cameras that together see every surface of a scene around them: the six cube-face views
     (fov 100°) from the centre and from four points `distance` away along ±X and ±Y."""
@@ -153,6 +160,25 @@ class CameraSampler:
         distance = torch.full((n,), float(s.eval_distance))
         fov = torch.full((n,), math.radians(s.eval_fov_deg))
         return make_cameras(elevation, azimuth, distance, fov, resolution, resolution)
+
+    def centre_pan(self, resolution: int, views: int) -> Cameras:
+        """A level 360° pan from the centre looking out (a scene's evaluation path), starting towards
+        the front (−Y), at the evaluation field of view."""
+        azimuth = torch.arange(views, dtype=torch.float32) * (2 * math.pi / views)
+        look = torch.stack([torch.sin(azimuth), -torch.cos(azimuth), torch.zeros(views)], dim=-1)
+        eye = torch.zeros(views, 3)
+        zeros = torch.zeros(views)
+        fov = torch.full((views,), math.radians(self.spec.eval_fov_deg))
+        return Cameras(look_at(eye, look), fov, zeros, azimuth, zeros, resolution, resolution)
+
+    def held_out_views(self, resolution: int, views: int | None = None) -> tuple[Cameras, int]:
+        """Evaluation cameras: the held-out orbit, then the centre pan when the spec asks for one
+        (scenes). Returns the cameras and how many of them are orbit views."""
+        orbit = self.held_out_orbit(resolution, views)
+        pan = self.spec.eval_centre_pan
+        if not pan:
+            return orbit, orbit.batch
+        return concat_cameras([orbit, self.centre_pan(resolution, pan)]), orbit.batch
 
     def view_suffix(self, elevation_rad: float, azimuth_rad: float) -> str:
         """'front' / 'side' / 'back' / 'overhead' for the view-dependent prompt."""

@@ -52,14 +52,13 @@ class PanoramaTile:
 def render_panorama(render, width: int, samples: int, rows_per_tile: int = 32,
                     centre: tuple[float, float, float] = (0.0, 0.0, 0.0),
                     device: torch.device | str = "cpu") -> np.ndarray:
-    """(width/2, width, 3) uint8 panorama; `render(tile, backdrop, samples)` → RenderOutput
-    (a Representation's render). Rendered in row tiles so memory stays flat at any size."""
+    """(width/2, width, 3) uint8 panorama; `render(tile, samples)` → RenderOutput (a
+    Representation's render over its own far field). Rendered in row tiles so memory stays flat."""
     height = width // 2
     tiles = []
     with torch.no_grad():
         for start in range(0, height, rows_per_tile):
             tile = PanoramaTile(width, slice(start, min(start + rows_per_tile, height)), centre, device)
-            backdrop = torch.ones(1, tile.height, width, 3, device=device)
-            tiles.append(render(tile, backdrop, samples).rgb[0])
+            tiles.append(render(tile, samples).rgb[0])
     img = torch.cat(tiles).clamp(0, 1)
     return (img.cpu().numpy() * 255.0 + 0.5).astype(np.uint8)

@@ -44,3 +44,17 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR in dB of two images in [0, 1]."""
     mse = torch.mean((a.float() - b.float()) ** 2).clamp_min(1e-12)
     return float(-10.0 * torch.log10(mse))
+
+
+def psnr_by_path(rgb: torch.Tensor, ref: torch.Tensor, orbit: int) -> dict[str, float]:
+    """PSNR over all held-out views; with a centre pan after the first `orbit` views (scenes,
+    CameraSampler.held_out_views), also over the orbit and the pan separately."""
+    out = {"psnr": psnr(rgb, ref)}
+    if orbit < rgb.shape[0]:
+        out.update(psnr_orbit=psnr(rgb[:orbit], ref[:orbit]), psnr_pan=psnr(rgb[orbit:], ref[orbit:]))
+    return out
+
+
+def mean_over_particles(entries: list[dict], keys: tuple[str, ...] = ("psnr", "psnr_orbit", "psnr_pan")) -> dict:
+    """The particles' mean of each of `keys` that they report."""
+    return {k: float(np.mean([e[k] for e in entries])) for k in keys if entries and k in entries[0]}

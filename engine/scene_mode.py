@@ -3,14 +3,16 @@
 `field.kind = "scene"` brings the bundle below for the job's preset; the user's own overrides
 still win field by field. The paper settings follow threestudio's prolificdreamer-scene config
 (anchors-vsd.md §2.5): a negative density blob so the cameras stand in an empty volume of radius
-5, cameras 0.1–2.3 from the centre looking at it, evaluation at 2.0, t annealed at step 10k, no
-view-dependent prompts, no sparsity or opacity loss, and the background network as the far field
-(there is no random solid backdrop: the scene is its own background).
+5, cameras 0.1–2.3 from the centre looking at it, evaluation at 2.0 (plus a 360° pan from the
+centre), t annealed at step 10k, no view-dependent prompts, the z-variance loss instead of
+sparsity or opacity, and the background network as the far field (there is no random solid
+backdrop: the scene is its own background, and finished renders composite over it too).
 
 Stage 2 (DMTet refinement with SDS on normal maps) is off for scenes: it assumes one closed
-object seen from outside, and a room's walls are already what stage 1 extracts. Stage 3 textures
-the extracted surfaces with VSD from inside cameras, and stage 1 also writes an equirectangular
-panorama from the centre (engine/panorama.py).
+object seen from outside, and a room's walls are already what stage 1 extracts, as the surface
+where its viewpoints' transmittance falls to one half (mesh/scene_surface.py). Stage 3 textures
+those surfaces with VSD from inside cameras, and stage 1 also writes an equirectangular panorama
+from the centre (engine/panorama.py).
 """
 from __future__ import annotations
 
@@ -19,23 +21,24 @@ from typing import Any
 
 _SCENE_FIELD = {"kind": "scene", "blob": "scene", "radius": 5.0, "background": "network"}
 _SCENE_CAMERA = {"distance": [0.1, 2.3], "fov_deg": [40.0, 70.0], "elevation_deg": [-10.0, 45.0],
-                 "eval_distance": 2.0, "view_dependent_prompts": False}
+                 "eval_distance": 2.0, "eval_centre_pan": 8, "view_dependent_prompts": False}
 _PAPER = {"field": _SCENE_FIELD, "camera": _SCENE_CAMERA,
-          "nerf": {"anneal_step": 10000, "lambda_sparsity": 0.0, "lambda_opaque": 0.0},
+          "nerf": {"anneal_step": 10000, "lambda_sparsity": 0.0, "lambda_opaque": 0.0, "lambda_z_variance": 1.0},
           "geometry": {"enabled": False}}
 
 SCENE_BUNDLES: dict[str, dict[str, Any]] = {
     "paper": _PAPER,
-    "fast": {**_PAPER, "nerf": {"anneal_step": 2000, "lambda_sparsity": 0.0, "lambda_opaque": 0.0}},
-    "preview": {**_PAPER, "nerf": {"anneal_step": 800, "lambda_sparsity": 0.0, "lambda_opaque": 0.0}},
+    "fast": {**_PAPER, "nerf": {**_PAPER["nerf"], "anneal_step": 2000}},
+    "preview": {**_PAPER, "nerf": {**_PAPER["nerf"], "anneal_step": 800}},
     # the analytic room (engine/priors/scenes.py room): interior ±1.6 × ±1.6, floor −0.9, ceiling 1.3,
     # so a radius of 2.9 holds it; cameras stay clear of the two corner objects
     "cpu-smoke": {
         "prior": "analytic:room",
         "field": {**_SCENE_FIELD, "radius": 2.9},
         "camera": {"distance": [0.1, 0.8], "fov_deg": [55.0, 70.0], "elevation_deg": [-10.0, 30.0],
-                   "eval_distance": 0.8, "eval_elevation_deg": 10.0, "eval_fov_deg": 60.0,
+                   "eval_distance": 0.8, "eval_elevation_deg": 10.0, "eval_fov_deg": 60.0, "eval_centre_pan": 8,
                    "view_dependent_prompts": False},
+        "nerf": {"lambda_z_variance": 1.0},
         "geometry": {"enabled": False},
         "export": {"panorama_width": 512},
     },

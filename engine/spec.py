@@ -64,6 +64,8 @@ class CameraSpec:
     eval_distance: float = spec_field(1.5, within(0.05, 100.0))
     eval_fov_deg: float = spec_field(70.0, within(5.0, 150.0))
     eval_views: int = spec_field(8, within(1, 360))
+    # scenes: also this many views of a level 360° pan from the centre, looking out (0: none)
+    eval_centre_pan: int = spec_field(0, within(0, 360))
     # view-dependent prompt thresholds (degrees)
     front_threshold_deg: float = spec_field(30.0, within(0.0, 180.0))
     back_threshold_deg: float = spec_field(30.0, within(0.0, 180.0))
@@ -114,6 +116,8 @@ class StageSpec:
     phi_camera_dropout: float = spec_field(0.1, within(0.0, 1.0))
     lambda_sparsity: float = spec_field(0.0, _LAMBDA)
     lambda_opaque: float = spec_field(0.0, _LAMBDA)
+    # scenes: Σ w (t − depth)² on rays at least half opaque, so each ray's weight gathers at one surface
+    lambda_z_variance: float = spec_field(0.0, _LAMBDA)
     lambda_normal_consistency: float = spec_field(0.0, _LAMBDA)
     lambda_laplacian: float = spec_field(0.0, _LAMBDA)
     preview_every: int = spec_field(200, within(1, 1_000_000))

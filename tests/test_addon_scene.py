@@ -25,7 +25,7 @@ def _room_panorama(path, width: int) -> None:
     from engine.priors.sdf import trace_scene
     scene = room()
 
-    def traced(tile, backdrop, samples):
+    def traced(tile, samples):
         o, d = tile.rays()
         hits = trace_scene(scene, o.reshape(-1, 3), d.reshape(-1, 3))
         return SimpleNamespace(rgb=hits.rgb.view(1, tile.height, tile.width, 3))

@@ -55,6 +55,9 @@ def test_slab_spanning_the_chord_gives_exact_transmittance(seeded):
     entry = 3.0 - chord / 2
     depth = entry + 1 / sigma - chord * t / (1 - t)
     assert torch.allclose(out.depth.view(-1), depth, atol=0.02)
+    # and its spread: the variance of an exponential truncated at the chord, 1/σ² − L²T/(1 − T)²
+    variance = 1 / sigma**2 - chord**2 * t / (1 - t) ** 2
+    assert torch.allclose(out.depth_variance.view(-1), variance, atol=0.01)
 
 
 @pytest.mark.parametrize("seeded", [False, True])
@@ -274,7 +277,7 @@ def _render_and_grads(method: str, chunk: int = 1 << 18, eps: float = 0.0, norma
     field, grid, cams = _blob_scene()
     out = render_volume(field, cams, white(cams) * 0.3, 40, 1.0, gen=torch.Generator().manual_seed(7), occupancy=grid,
                         want_normals=normals, early_stop_eps=eps, method=method, chunk=chunk)
-    (out.rgb.square().sum() + out.depth.sum()).backward()
+    (out.rgb.square().sum() + out.depth.sum() + out.depth_variance.sum()).backward()
     return out, {n: p.grad.clone() for n, p in field.named_parameters()}
 
 
@@ -282,7 +285,7 @@ def test_packed_render_matches_nerfacc_batched_functions_values_and_gradients():
     ref, ref_grads = _render_and_grads("batched", normals=True)
     out, grads = _render_and_grads("packed", normals=True)
     assert 0.05 < float(ref.opacity.detach().mean()) < 0.95  # the blob covers part of the image
-    for key in ("rgb", "opacity", "depth", "normal"):
+    for key in ("rgb", "opacity", "depth", "normal", "depth_variance"):
         assert torch.allclose(getattr(out, key), getattr(ref, key), atol=1e-5, rtol=0), key
     for name, g in ref_grads.items():
         assert g.abs().sum() > 0 and torch.allclose(grads[name], g, atol=1e-5, rtol=1e-4), name

@@ -16,7 +16,7 @@ from .tetgrid import TetGrid
 
 
 class DMTet(nn.Module):
-    def __init__(self, grid: TetGrid, sdf: torch.Tensor | None = None):
+    def __init__(self, grid: TetGrid, sdf: torch.Tensor | None = None, closed: bool = True):
         super().__init__()
         self.grid = grid
         self.register_buffer("base_vertices", grid.vertices())
@@ -26,8 +26,12 @@ class DMTet(nn.Module):
         self.sdf = nn.Parameter(init.clone().to(grid.device))
         self.deform = nn.Parameter(torch.zeros(grid.num_vertices, 3, device=grid.device))
         unit = (self.base_vertices - grid.bbox_min) / (grid.bbox_max - grid.bbox_min)
-        # the outermost layer counts as outside, so every extracted surface is closed
-        self.register_buffer("on_boundary", ((unit < 1e-6) | (unit > 1 - 1e-6)).any(-1), persistent=False)
+        # closed: the outermost layer counts as outside, so every extracted surface is closed (an
+        # object). A scene's solid reaches the box: closing it would wrap the room in a shell no
+        # camera sees, and where rays leave the scene (sky) the mesh should stay open
+        self.register_buffer("closed", torch.tensor(bool(closed)))
+        on_boundary = ((unit < 1e-6) | (unit > 1 - 1e-6)).any(-1) & self.closed
+        self.register_buffer("on_boundary", on_boundary, persistent=False)
 
     @classmethod
     def from_sdf_fn(cls, sdf_fn: Callable[[torch.Tensor], torch.Tensor], grid: TetGrid,
@@ -60,6 +64,7 @@ class DMTet(nn.Module):
         """Rebuild from a checkpoint: resolution and fitted bbox come from the tensors themselves."""
         n = round(state["sdf"].numel() ** (1 / 3))
         grid = TetGrid(n - 1, state["bbox_min"].to(device), state["bbox_max"].to(device))
-        net = cls(grid)
+        state = {"closed": torch.tensor(True), **state}  # checkpoints from before open scene meshes
+        net = cls(grid, closed=bool(state["closed"]))
         net.load_state_dict({k: v.to(device) for k, v in state.items()})
         return net

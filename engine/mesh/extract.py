@@ -121,10 +121,11 @@ def silhouette_threshold(density_fn: DensityFn, radius: float = 1.0, wanted: flo
 
 def dmtet_from_density(density_fn: DensityFn, resolution: int, threshold: float = 25.0,
                        half_extent: float = 1.0, fill_radius: float | None = FILL_RADIUS,
-                       device: torch.device | str = "cpu") -> DMTet:
+                       closed: bool = True, device: torch.device | str = "cpu") -> DMTet:
     """A DMTet whose zero level set is the thresholded stage-1 density inside a fitted box, its
     interior pockets filled (`solidify`; `fill_radius` in world units, 0 fills enclosed ones only,
-    None fills nothing: a scene's room is an enclosed pocket the cameras stand in)."""
+    None fills nothing: a scene's room is an enclosed pocket the cameras stand in); `closed` False
+    leaves the surface open where the solid reaches the box (a scene: see DMTet)."""
     lo, hi = fit_bbox(density_fn, threshold, half_extent, device=device)
     grid = TetGrid(resolution, lo, hi)
     density = _query(density_fn, grid.vertices())
@@ -134,4 +135,4 @@ def dmtet_from_density(density_fn: DensityFn, resolution: int, threshold: float 
         r = closing_radius_cells(fill_radius, float(grid.cell_size.max()))
         inside = interior_mask((density > threshold).view(n, n, n), r).reshape(-1)
         sdf[inside] = -sdf[inside].abs().clamp(min=1e-3)
-    return DMTet(grid, sdf)
+    return DMTet(grid, sdf, closed)

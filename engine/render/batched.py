@@ -15,16 +15,18 @@ from .geometry import sphere_intersect
 
 
 def render_batched(field, o, d, samples, radius, gen, occupancy, want_normals, eps):
-    """Per-ray stratified bins over the sphere chord; returns unpadded (n_rays, C) accumulations."""
+    """Per-ray stratified bins over the sphere chord; returns unpadded (n_rays, C) accumulations:
+    rgb, opacity, depth, normal | None and the second moment Σ wᵢtᵢ²."""
     n_rays, dev, dt = o.shape[0], o.device, o.dtype
     out_rgb = torch.zeros(n_rays, 3, device=dev, dtype=dt)
     out_opacity = torch.zeros(n_rays, 1, device=dev, dtype=dt)
     out_depth = torch.zeros(n_rays, 1, device=dev, dtype=dt)
     out_normal = torch.zeros(n_rays, 3, device=dev, dtype=dt) if want_normals else None
+    out_depth_sq = torch.zeros(n_rays, 1, device=dev, dtype=dt)
     t0, t1, hit = sphere_intersect(o, d, radius)
     ids = hit.nonzero().squeeze(1)
     if ids.numel() == 0:
-        return out_rgb, out_opacity, out_depth, out_normal
+        return out_rgb, out_opacity, out_depth, out_normal, out_depth_sq
     o, d, t0, t1 = o[ids], d[ids], t0[ids], t1[ids]
     edges = torch.linspace(0.0, 1.0, samples + 1, device=dev, dtype=dt)
     t_edges = t0[:, None] + (t1 - t0)[:, None] * edges
@@ -48,12 +50,13 @@ def render_batched(field, o, d, samples, radius, gen, occupancy, want_normals, e
     out_opacity = out_opacity.index_put((ids,), opacity)
     depth = nerfacc.accumulate_along_rays(weights, t_mid[..., None]) / opacity.clamp_min(1e-10)
     out_depth = out_depth.index_put((ids,), depth)
+    out_depth_sq = out_depth_sq.index_put((ids,), nerfacc.accumulate_along_rays(weights, t_mid[..., None] ** 2))
     if want_normals:
         normals = torch.zeros_like(pts)
         if sel[0].numel():
             normals[sel] = field.density_and_normal(pts[sel])[1].to(dt)
         out_normal = out_normal.index_put((ids,), nerfacc.accumulate_along_rays(weights.detach(), normals))
-    return out_rgb, out_opacity, out_depth, out_normal
+    return out_rgb, out_opacity, out_depth, out_normal, out_depth_sq
 
 
 @torch.no_grad()

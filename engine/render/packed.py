@@ -121,7 +121,7 @@ def visible(field, s: PackedSamples, eps: float, chunk: int) -> torch.Tensor:
 def render_packed(field, o: torch.Tensor, d: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor, bins: int,
                   gen: torch.Generator | None, occupancy, want_normals: bool, eps: float,
                   chunk: int = DEFAULT_CHUNK):
-    """(rgb, opacity, depth, normal | None) per ray, each (n_rays, C), for rays o + t·d over [t0, t1]."""
+    """(rgb, opacity, depth, normal | None, Σwt²) per ray, each (n_rays, C), for rays o + t·d over [t0, t1]."""
     s = sample_packed(o, d, t0, t1, bins, gen, occupancy)
     if eps > 0 and torch.is_grad_enabled() and s.count:
         s = s.subset(visible(field, s, eps, chunk))
@@ -135,9 +135,10 @@ def render_packed(field, o: torch.Tensor, d: torch.Tensor, t0: torch.Tensor, t1:
     opacity = accumulate(weights, None, s)
     out_rgb = accumulate(weights, rgb, s)
     depth = accumulate(weights, s.t_mid[:, None], s) / opacity.clamp_min(1e-10)
+    depth_sq = accumulate(weights, s.t_mid[:, None] ** 2, s)
     normal = None
     if want_normals:
         n = [field.density_and_normal(p)[1].to(dt) for p in s.points.split(chunk)]
         normals = torch.cat(n) if n else o.new_zeros(0, 3)
         normal = accumulate(weights.detach(), normals, s)
-    return out_rgb, opacity, depth, normal
+    return out_rgb, opacity, depth, normal, depth_sq

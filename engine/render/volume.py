@@ -43,6 +43,9 @@ class RenderOutput:
     opacity: torch.Tensor  # (B, H, W, 1) Σ wᵢ
     depth: torch.Tensor  # (B, H, W, 1) Σ wᵢ tᵢ / opacity along the unit ray (0 where empty)
     normal: torch.Tensor | None  # (B, H, W, 3) Σ wᵢ nᵢ, world space, detached; length ≈ opacity
+    # (B, H, W, 1) Σ wᵢ (tᵢ − depth)² / opacity: how far along the ray the weight is spread (0 for
+    # a hard surface); scene mode's z-variance regulariser pulls it down (nerf.lambda_z_variance)
+    depth_variance: torch.Tensor | None = None
 
 
 def render_volume(field, cameras: Cameras, background: torch.Tensor, samples_per_ray: int, radius: float,
@@ -80,14 +83,15 @@ def render_volume(field, cameras: Cameras, background: torch.Tensor, samples_per
         acc = render_batched(field, o, d, samples_per_ray, radius, gen, occupancy, want_normals, eps)
     else:
         acc = _render_torch_packed(field, o, d, samples_per_ray, radius, gen, occupancy, want_normals, eps, chunk)
-    rgb, opacity, depth, normal = acc
+    rgb, opacity, depth, normal, depth_sq = acc
     bg = background.reshape(-1, 3).to(rgb.dtype)
     rgb = rgb + (1.0 - opacity) * bg
+    variance = (depth_sq / opacity.clamp_min(1e-10) - depth ** 2).clamp_min(0.0)
 
     def img(t: torch.Tensor | None) -> torch.Tensor | None:
         return None if t is None else t.view(bsz, h, w, t.shape[-1])
 
-    return RenderOutput(img(rgb), img(opacity), img(depth), img(normal))
+    return RenderOutput(img(rgb), img(opacity), img(depth), img(normal), img(variance))
 
 
 def _render_torch_packed(field, o, d, samples, radius, gen, occupancy, want_normals, eps, chunk):
@@ -95,7 +99,8 @@ def _render_torch_packed(field, o, d, samples, radius, gen, occupancy, want_norm
     n_rays = o.shape[0]
     t0, t1, hit = sphere_intersect(o, d, radius)
     ids = hit.nonzero().squeeze(1)
-    outs = [o.new_zeros(n_rays, c) for c in (3, 1, 1)] + [o.new_zeros(n_rays, 3) if want_normals else None]
+    outs = [o.new_zeros(n_rays, c) for c in (3, 1, 1)] + [o.new_zeros(n_rays, 3) if want_normals else None,
+                                                           o.new_zeros(n_rays, 1)]
     if ids.numel() == 0:
         return tuple(outs)
     acc = render_packed(field, o[ids], d[ids], t0[ids], t1[ids], samples, gen, occupancy, want_normals, eps, chunk)
@@ -170,8 +175,9 @@ def _render_nerfacc(field, o, d, samples, radius, gen, occupancy, want_normals, 
     ri, ts, te = est.sampling(o, d, sigma_fn=sigma_fn if torch.is_grad_enabled() else None, t_min=t0, t_max=t1,
                               render_step_size=step, stratified=False, early_stop_eps=eps)
     rgb, opacity, depth, extras = nerfacc.rendering(ts, te, ri, n_rays=n_rays, rgb_sigma_fn=rgb_sigma_fn)
+    depth_sq = nerfacc.accumulate_along_rays(extras["weights"], ((ts + te) / 2)[:, None] ** 2, ri, n_rays)
     normal = None
     if want_normals:
         n = field.density_and_normal(positions(ts, te, ri))[1] if ri.numel() else o.new_zeros(0, 3)
         normal = nerfacc.accumulate_along_rays(extras["weights"].detach(), n, ri, n_rays)
-    return rgb, opacity, depth, normal
+    return rgb, opacity, depth, normal, depth_sq

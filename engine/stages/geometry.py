@@ -18,9 +18,10 @@ from ..checkpoint import CheckpointStore
 from ..context import JobContext
 from ..field import Background
 from ..mesh.dmtet import DMTet
-from ..mesh.extract import FILL_RADIUS, dmtet_from_density, scene_surface_level, silhouette_threshold
+from ..mesh.extract import FILL_RADIUS, dmtet_from_density, silhouette_threshold
 from ..mesh.regularizers import laplacian_smoothing, normal_consistency
 from ..mesh.render import render_mesh
+from ..mesh.scene_surface import SURFACE_DEPTH, scene_viewpoints, visible_depth
 from ..preview import to_uint8
 from ..priors.base import Prior
 from ..stage_loop import PreviewImages, Stage
@@ -36,13 +37,7 @@ def normal_map_prior(prior: Prior) -> Prior:
 
 
 def extraction_level(ctx: JobContext, density: DensityFn, particle: int, wanted: float = DEFAULT_THRESHOLD) -> float:
-    """The iso-level for a particle's density (extract.silhouette_threshold), logged when it is not 25.
-    A scene takes the density where views from inside see its surfaces (extract.scene_surface_level)."""
-    if ctx.spec.field.kind == "scene":
-        level = scene_surface_level(density, ctx.spec.field.radius, ctx.spec.camera.distance[1], wanted,
-                                    device=ctx.device)
-        ctx.log(f"particle {particle}: extracting the scene's surfaces at density {level:.3g}")
-        return level
+    """The iso-level for a particle's density (extract.silhouette_threshold), logged when it is not 25."""
     level, info = silhouette_threshold(density, ctx.spec.field.radius, wanted, device=ctx.device)
     if level != wanted:
         ctx.log(f"particle {particle}: extracting the surface at density {level:.3g} instead of {wanted:g} "
@@ -53,19 +48,17 @@ def extraction_level(ctx: JobContext, density: DensityFn, particle: int, wanted:
 
 def extract_dmtet(ctx: JobContext, density: DensityFn, particle: int, threshold: float = DEFAULT_THRESHOLD) -> DMTet:
     """A particle's stage-1 density as a DMTet at the geometry stage's grid resolution. A scene's
-    enclosed room stays empty (no pocket filling), and beyond its field's sphere counts as solid:
-    the field is empty there, which would wrap the room in an outward-facing shell."""
+    surface is where its viewpoints' transmittance falls to one half (mesh/scene_surface.py), and the
+    room they stand in stays empty (no pocket filling)."""
+    spec = ctx.spec
+    if spec.field.kind == "scene":
+        ctx.log(f"particle {particle}: extracting the surfaces the scene's viewpoints see (transmittance ½)")
+        tau = visible_depth(density, spec.field.radius, scene_viewpoints(spec.camera.distance[1]), device=ctx.device)
+        return dmtet_from_density(tau, spec.geometry.grid_resolution, SURFACE_DEPTH, spec.field.radius,
+                                  fill_radius=None, closed=False, device=ctx.device)
     level = extraction_level(ctx, density, particle, threshold)
-    fill: float | None = FILL_RADIUS
-    if ctx.spec.field.kind == "scene":
-        density, fill = solid_beyond(density, 0.98 * ctx.spec.field.radius, 2.0 * level + 1.0), None
-    return dmtet_from_density(density, ctx.spec.geometry.grid_resolution, level, ctx.spec.field.radius,
-                              fill_radius=fill, device=ctx.device)
-
-
-def solid_beyond(density: DensityFn, radius: float, solid: float) -> DensityFn:
-    """`density` inside `radius`, the constant `solid` outside it."""
-    return lambda x: torch.where(x.norm(dim=-1) < radius, density(x), torch.full_like(x[..., 0], solid))
+    return dmtet_from_density(density, spec.geometry.grid_resolution, level, spec.field.radius,
+                              fill_radius=FILL_RADIUS, device=ctx.device)
 
 
 class GeometryStage(MeshStage):

@@ -18,7 +18,7 @@ from ..distill import distillation_loss
 from ..distill.phi_training import HoldsPhi, build_phi
 from ..field import choose_background
 from ..panorama import render_panorama
-from ..preview import normal_to_uint8, psnr, to_uint8
+from ..preview import mean_over_particles, normal_to_uint8, psnr, psnr_by_path, to_uint8
 from ..priors.base import Conditioning
 from ..render import RenderOutput
 from ..report import write_contact_sheet, write_result_image
@@ -35,6 +35,15 @@ def resolution_at(stage: StageSpec, step: int) -> int:
 
 def _optimizer(params: list[dict[str, Any]]) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, betas=(0.9, 0.99), eps=1e-15, weight_decay=0.0)
+
+
+def z_variance_loss(out: RenderOutput) -> torch.Tensor:
+    """Mean depth variance over rays that are at least half opaque (threestudio's scene loss): a ray
+    whose weight is smeared along its length is fog, and fog is what a scene's mesh cannot keep."""
+    solid = out.opacity.detach() > 0.5
+    if not bool(solid.any()):
+        return out.opacity.new_zeros(())
+    return out.depth_variance[solid].mean()
 
 
 class NerfStage(HoldsPhi, Stage):
@@ -75,8 +84,9 @@ class NerfStage(HoldsPhi, Stage):
         width, n = self.spec.export.panorama_width, len(self.particles)
         paths = []
         for i, rep in enumerate(self.particles):
-            rgb = render_panorama(lambda tile, bg, s, rep=rep: rep.render(tile, bg, s, None), width,
-                                  self.cfg.samples_per_ray, device=self.device)
+            rgb = render_panorama(lambda tile, s, rep=rep: rep.render(tile, self.display_backdrop(rep, tile.rays()[1]),
+                                                                     s, None),
+                                  width, self.cfg.samples_per_ray, device=self.device)
             paths.append(write_result_image(self.ctx, rgb, "panorama.png" if n == 1 else f"panorama_{i}.png",
                                             "panorama"))
         return paths
@@ -125,16 +135,29 @@ class NerfStage(HoldsPhi, Stage):
         if cfg.lambda_opaque > 0:
             o = out.opacity.clamp(1e-3, 1 - 1e-3)
             reg = reg + cfg.lambda_opaque * torch.nn.functional.binary_cross_entropy(o, o)
+        if cfg.lambda_z_variance > 0 and out.depth_variance is not None:
+            reg = reg + cfg.lambda_z_variance * z_variance_loss(out)
         return reg
 
     # -------------------------------------------------------------- preview
+    def display_backdrop(self, rep: Representation, dirs: torch.Tensor) -> torch.Tensor:
+        """What a finished render shows where rays leave the field: white behind an object; behind a
+        scene its own far field (the background network it trained with), since a scene has no
+        backdrop of its own and a white one would show through every wall that is not fully opaque."""
+        if self.spec.field.kind == "scene":
+            return rep.background(dirs)
+        return torch.ones_like(dirs)
+
     def render_views(self, cams: Cameras, particle: int = 0, normals: bool = False) -> RenderOutput:
-        """Deterministic renders on a white backdrop (previews, evaluation, contact sheet)."""
+        """Deterministic renders over the display backdrop (previews, evaluation, contact sheet)."""
         cams = cams.to(self.device)
-        white = torch.ones(cams.batch, cams.height, cams.width, 3, device=self.device)
         rep: Representation = self.particles[particle]
-        outs = [rep.render(cams.index(i), white[i:i + 1], self.cfg.samples_per_ray, None, normals=normals)
-                for i in range(cams.batch)]
+        outs = []
+        for i in range(cams.batch):
+            cam = cams.index(i)
+            with torch.no_grad():
+                backdrop = self.display_backdrop(rep, cam.rays()[1])
+            outs.append(rep.render(cam, backdrop, self.cfg.samples_per_ray, None, normals=normals))
         return RenderOutput(
             rgb=torch.cat([o.rgb for o in outs]), opacity=torch.cat([o.opacity for o in outs]),
             depth=torch.cat([o.depth for o in outs]),
@@ -153,25 +176,25 @@ class NerfStage(HoldsPhi, Stage):
         return PreviewImages(np.concatenate(rgbs, axis=1), np.concatenate(normals, axis=1))
 
     def evaluate(self, resolution: int, views: int | None = None) -> dict[str, Any]:
-        """Held-out orbit renders; PSNR against the prior's reference when it has one."""
-        cams = self.sampler.held_out_orbit(resolution, views)
+        """Held-out renders (the orbit, and a scene's centre pan); PSNR against the prior's reference
+        when it has one."""
+        cams, orbit = self.sampler.held_out_views(resolution, views)
         metrics: dict[str, Any] = {"resolution": resolution, "views": cams.batch, "particles": []}
         reference = getattr(self.prior, "reference_render", None)
         sheets = []
         with torch.no_grad():
             white = torch.ones(cams.batch, resolution, resolution, 3, device=self.device)
-            ref = reference(cams.to(self.device), white) if reference is not None else None
+            ref = reference(cams.to(self.device), white) if reference is not None else None  # a scene's own is opaque
             for i in range(len(self.particles)):
                 out = self.render_views(cams, particle=i)
                 entry: dict[str, Any] = {"particle": i}
                 if ref is not None:
                     per_view = [psnr(out.rgb[v], ref[v]) for v in range(cams.batch)]
                     entry["psnr_views"] = per_view
-                    entry["psnr"] = psnr(out.rgb, ref)
+                    entry.update(psnr_by_path(out.rgb, ref, orbit))
                 metrics["particles"].append(entry)
                 sheets.append([to_uint8(out.rgb[v]) for v in range(cams.batch)])
-        if metrics["particles"] and "psnr" in metrics["particles"][0]:
-            metrics["psnr"] = float(np.mean([p["psnr"] for p in metrics["particles"]]))
+        metrics.update(mean_over_particles(metrics["particles"]))
         metrics["images"] = sheets
         return metrics
 

@@ -18,7 +18,7 @@ from ..context import JobContext
 from ..field import Background
 from ..mesh.mesh_io import DEFAULT_FACE_LIMIT, LoadedMesh, load_mesh
 from ..mesh.render import render_mesh
-from ..preview import psnr, to_uint8
+from ..preview import mean_over_particles, psnr_by_path, to_uint8
 from ..report import write_contact_sheet
 from ..representation import ColorField, new_color_field
 from ..stage_loop import PreviewImages, Stage
@@ -168,8 +168,10 @@ class TextureStage(MeshStage):
         return PreviewImages(np.concatenate(rgbs, axis=1), np.concatenate(normals, axis=1))
 
     def evaluate(self, resolution: int = 128, views: int | None = None, supersample: int = 2) -> dict[str, Any]:
-        """Held-out orbit PSNR against the prior's reference render (analytic prior), per particle."""
-        cams = self.sampler.held_out_orbit(resolution, views).to(self.device)
+        """Held-out PSNR (the orbit, and a scene's centre pan) against the prior's reference render
+        (analytic prior), per particle."""
+        cams, orbit = self.sampler.held_out_views(resolution, views)
+        cams = cams.to(self.device)
         reference = getattr(self.prior, "reference_render", None)
         white = torch.ones(cams.batch, resolution, resolution, 3, device=self.device)
         ref = reference(cams, white) if reference is not None else None
@@ -178,11 +180,10 @@ class TextureStage(MeshStage):
             rgb = self.render_views(cams, i, supersample)
             entry: dict[str, Any] = {"particle": i, "faces": int(self.meshes[i][1].shape[0])}
             if ref is not None:
-                entry["psnr"] = psnr(rgb, ref)
+                entry.update(psnr_by_path(rgb, ref, orbit))
             metrics["particles"].append(entry)
             metrics["images"].append([to_uint8(rgb[k]) for k in range(cams.batch)])
-        if ref is not None:
-            metrics["psnr"] = float(np.mean([p["psnr"] for p in metrics["particles"]]))
+        metrics.update(mean_over_particles(metrics["particles"]))
         return metrics
 
     # ---------------------------------------------------------------- state
