@@ -5,7 +5,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from .scene_mode import scene_bundle, wants_scene
+from .scene_mode import keep_evaluation_inside, scene_bundle, wants_scene
 from .spec import CameraSpec, ExportSpec, FieldSpec, JobSpec, StageSpec
 
 
@@ -97,9 +97,12 @@ def make_spec(preset: str = "paper", overrides: dict[str, Any] | None = None) ->
         raise SpecError([FieldProblem("overrides", overrides, "a JSON object of spec fields")])
     base = PRESETS[preset]().to_dict()
     over = copy.deepcopy(overrides or {})
-    if wants_scene(base, over):  # scene mode: the preset's scene settings, under the user's overrides
+    scene = wants_scene(base, over)
+    if scene:  # scene mode: the preset's scene settings, under the user's overrides
         base = _deep_merge(base, scene_bundle(preset))
     merged = _deep_merge(base, over)
+    if scene:
+        merged = keep_evaluation_inside(merged, over)
     return JobSpec.from_dict(merged).validate()
 
 

@@ -55,3 +55,19 @@ def wants_scene(base: dict[str, Any], overrides: dict[str, Any]) -> bool:
 def scene_bundle(preset: str) -> dict[str, Any]:
     """The scene settings for `preset` (the paper's for a preset without its own)."""
     return copy.deepcopy(SCENE_BUNDLES.get(preset, SCENE_BUNDLES["paper"]))
+
+
+def keep_evaluation_inside(merged: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A scene's held-out orbit stays within the cameras' distance range unless the user set its
+    distance too: an artist who narrows the range to 0.1–1.0 should not get previews from 2.0,
+    where no training camera stood (the room there is untrained and often behind a wall)."""
+    camera = merged.get("camera", {})
+    own = overrides.get("camera") if isinstance(overrides.get("camera"), dict) else {}
+    distance = camera.get("distance")
+    if "eval_distance" not in own and isinstance(distance, list | tuple) and len(distance) == 2:
+        try:
+            camera["eval_distance"] = min(float(camera["eval_distance"]), float(distance[1]))
+        except (KeyError, TypeError, ValueError):
+            pass  # a malformed range: validation names the field
+    return merged
+
