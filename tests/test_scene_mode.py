@@ -146,6 +146,13 @@ def test_a_scene_renders_over_its_own_far_field_and_an_object_over_white(tmp_pat
     see_through = 1.0 - out.opacity[:1]
     assert float(see_through.mean()) > 0.05  # the fresh scene is not opaque: the backdrop shows
     torch.testing.assert_close(out.rgb[:1], white.rgb - see_through, atol=1e-4, rtol=0)
+    # the panorama too: over white its see-through pixels would be lighter by exactly (1 − opacity)
+    stage.spec.export.panorama_width = 32
+    (path,) = stage.write_panoramas()
+    pano = np.asarray(Image.open(path), dtype=np.float32) / 255
+    over_white = render_panorama(lambda tile, s: rep.render(tile, torch.ones(1, tile.height, tile.width, 3), s, None),
+                                 32, stage.cfg.samples_per_ray).astype(np.float32) / 255
+    assert pano.shape == (16, 32, 3) and float((over_white - pano).mean()) > 0.05
     obj = NerfStage(JobContext(make_spec("cpu-smoke"), RunDir(tmp_path / "obj"), lambda e: None))
     with torch.no_grad():
         obj.particles[0].background.net[-1].bias.fill_(-30.0)
