@@ -148,7 +148,8 @@ def test_scene_mode_sends_the_scene_kind_and_the_inside_distances_the_engine_acc
     s.preset = "paper"
     s.scene_distance_min, s.scene_distance_max = 0.3, 1.7
     spec = make_spec("paper", job_spec.build_request(s, None)["overrides"])
-    assert spec.camera.distance == pytest.approx((0.3, 1.7)) and spec.camera.eval_distance == 2.0
+    # the held-out orbit (previews) stays inside the artist's range: 1.7, not the bundle's 2.0
+    assert spec.camera.distance == pytest.approx((0.3, 1.7)) and spec.camera.eval_distance == pytest.approx(1.7)
     s.prior = "analytic:marker"  # an object's reference scene has no inside
     assert any("Reference room" in p for p in job_spec.problems(s)) and not bpy.ops.vsdream.generate.poll()
     s.scene_mode = "object"
