@@ -84,9 +84,11 @@ def scene_viewpoints(distance: float) -> list[tuple[float, float, float]]:
 def visible_depth(density_fn: DensityFn, radius: float, viewpoints: Sequence[Sequence[float]], rows: int = 64,
                   device: torch.device | str = "cpu") -> DensityFn:
     """τ(x): the least optical depth from any viewpoint to x (module docstring); as a 'density'
-    for `extract.dmtet_from_density` with threshold SURFACE_DEPTH."""
-    tables = [optical_depth_table(density_fn, p, radius + math.dist(p, (0.0, 0.0, 0.0)), rows, device=device)
-              for p in viewpoints]
+    for `extract.dmtet_from_density` with threshold SURFACE_DEPTH. `rows` polar rows (and twice
+    as many azimuths, 2.5× as many distance steps): about the grid resolution, so a cell of the
+    DMTet at the far wall spans about one direction of the table."""
+    tables = [optical_depth_table(density_fn, p, radius + math.dist(p, (0.0, 0.0, 0.0)), rows,
+                                  distances=max(160, int(2.5 * rows)), device=device) for p in viewpoints]
 
     def tau(x: torch.Tensor) -> torch.Tensor:
         return torch.stack([t(x) for t in tables]).min(dim=0).values

@@ -53,7 +53,8 @@ def extract_dmtet(ctx: JobContext, density: DensityFn, particle: int, threshold:
     spec = ctx.spec
     if spec.field.kind == "scene":
         ctx.log(f"particle {particle}: extracting the surfaces the scene's viewpoints see (transmittance ½)")
-        tau = visible_depth(density, spec.field.radius, scene_viewpoints(spec.camera.distance[1]), device=ctx.device)
+        tau = visible_depth(density, spec.field.radius, scene_viewpoints(spec.camera.distance[1]),
+                            rows=max(64, spec.geometry.grid_resolution), device=ctx.device)
         return dmtet_from_density(tau, spec.geometry.grid_resolution, SURFACE_DEPTH, spec.field.radius,
                                   fill_radius=None, closed=False, device=ctx.device)
     level = extraction_level(ctx, density, particle, threshold)
