@@ -11,6 +11,7 @@ from PIL import Image
 
 from engine.cameras import CameraSampler, inside_views
 from engine.context import JobContext
+from engine.errors import EngineError
 from engine.events import Artifact
 from engine.mesh.extract import dmtet_from_density
 from engine.mesh.scene_surface import SURFACE_DEPTH, optical_depth_table, scene_viewpoints, visible_depth
@@ -101,6 +102,13 @@ def test_the_optical_depth_table_matches_the_exact_integral():
     err = (table(x) - want).abs()
     assert float(err.median()) < 0.02 and float(err.quantile(0.95)) < 0.15, (err.median(), err.quantile(0.95))
     assert float(want.std()) > 1.0  # the points span empty space, the ball's edge and its far side
+
+
+def test_a_transparent_scene_says_there_is_no_surface_and_what_to_do():
+    with pytest.raises(EngineError, match="transparent") as err:
+        visible_depth(lambda x: torch.full_like(x[:, 0], 0.05), 2.9, scene_viewpoints(0.8), rows=16)
+    assert "more steps" in err.value.hint
+    visible_depth(lambda x: torch.full_like(x[:, 0], 0.5), 2.9, scene_viewpoints(0.8), rows=16)  # fog that adds up
 
 
 def _room_with_fog(x: torch.Tensor) -> torch.Tensor:

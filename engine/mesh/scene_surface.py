@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..errors import EngineError
+
 DensityFn = Callable[[torch.Tensor], torch.Tensor]
 SURFACE_DEPTH = math.log(2.0)  # optical depth at which a ray's transmittance is one half
 
@@ -89,6 +91,11 @@ def visible_depth(density_fn: DensityFn, radius: float, viewpoints: Sequence[Seq
     DMTet at the far wall spans about one direction of the table."""
     tables = [optical_depth_table(density_fn, p, radius + math.dist(p, (0.0, 0.0, 0.0)), rows,
                                   distances=max(160, int(2.5 * rows)), device=device) for p in viewpoints]
+    if max(float(t.table[0, 0, -1].max()) for t in tables) < SURFACE_DEPTH:
+        raise EngineError("the stage-1 scene is transparent: no ray from its viewpoints reaches half opacity, "
+                          "so there is no surface to extract",
+                          hint="run stage 1 for more steps, or check the prompt and prior; the panorama "
+                               "(result/panorama.png) shows what stage 1 made")
 
     def tau(x: torch.Tensor) -> torch.Tensor:
         return torch.stack([t(x) for t in tables]).min(dim=0).values
