@@ -1,7 +1,12 @@
 """Shared set-up for the Blender add-on tests: enable it the way Blender does, isolate its files."""
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,3 +61,31 @@ def local_engine(context=None) -> None:
 def pump_until(predicate, timeout_s: float) -> bool:
     from blender_addon import pump
     return pump.run_until(predicate, timeout_s)
+
+
+def write_finished_run(run: Path, spec: dict, artifacts: list[Path]) -> None:
+    """A finished job's spec.json and events.jsonl (queued, started, one artifact per file, done), as
+    a server would have left them; the job id is the folder's name."""
+    events = [{"type": "queued"}, {"type": "started"}]
+    events += [{"type": "artifact", "name": p.name, "path": str(p), "size": p.stat().st_size} for p in artifacts]
+    events.append({"type": "done", "result": {}})
+    (run / "spec.json").write_text(json.dumps(spec))
+    (run / "events.jsonl").write_text("".join(json.dumps({**e, "seq": seq, "job_id": run.name, "time": 1.0}) + "\n"
+                                              for seq, e in enumerate(events, start=1)))
+
+
+@contextlib.contextmanager
+def remote_server(runs: Path, token: str, log: Path, *extra: str) -> Iterator[dict]:
+    """A real `--allow-remote` server on loopback over `runs`; yields its parsed ready line and stops it."""
+    from blender_addon._protocol_import import protocol
+    env = {**os.environ, "VSDREAM_TOKEN": token, "PYTHONPATH": str(ROOT)}
+    with open(log, "wb") as err:
+        server = subprocess.Popen([sys.executable, "-m", "server", "--port", "0", "--runs-dir", str(runs),
+                                   "--allow-remote", "--device", "cpu", *extra], stdout=subprocess.PIPE, stderr=err,
+                                  env=env, cwd=str(ROOT))
+        try:
+            yield protocol.parse_ready_line(server.stdout.readline())
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+            server.stdout.close()

@@ -5,17 +5,13 @@ machine; the add-on connects the way the preferences tell it to, and downloads a
 """
 from __future__ import annotations
 
-import json
-import os
 import ssl
-import subprocess
-import sys
 
 import pytest
 
 bpy = pytest.importorskip("bpy")
 
-from addon_helpers import ADDON, ROOT, pump_until  # noqa: E402,F401
+from addon_helpers import ADDON, ROOT, pump_until, remote_server, write_finished_run  # noqa: E402,F401
 
 TOKEN = "remote-tls-secret"
 
@@ -35,12 +31,7 @@ def _finished_run(runs, job_id: str):
     (run / "result").mkdir(parents=True)
     glb = run / "result" / "mesh.glb"
     glb.write_bytes(trimesh.creation.icosphere(subdivisions=4).export(file_type="glb"))
-    (run / "spec.json").write_text(json.dumps({"prompt": "a ball", "mode": "text", "seed": 5}))
-    events = [{"type": "queued", "seq": 1}, {"type": "started", "seq": 2},
-              {"type": "artifact", "seq": 3, "name": "mesh.glb", "path": str(glb), "size": glb.stat().st_size},
-              {"type": "done", "seq": 4, "result": {}}]
-    (run / "events.jsonl").write_text("".join(json.dumps({**e, "job_id": job_id, "time": 1.0}) + "\n"
-                                              for e in events))
+    write_finished_run(run, {"prompt": "a ball", "mode": "text", "seed": 5}, [glb])
     return glb
 
 
@@ -49,19 +40,10 @@ def remote_engine(tmp_path):
     """(ready line, server runs folder) of a real --allow-remote server with one finished job.
 
     Request it before `addon`, so the add-on disconnects before the server goes away."""
-    from blender_addon._protocol_import import protocol
     runs = tmp_path / "server_runs"
     _finished_run(runs, "tls-job")
-    env = {**os.environ, "VSDREAM_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
-    server = subprocess.Popen([sys.executable, "-m", "server", "--port", "0", "--runs-dir", str(runs),
-                               "--allow-remote", "--device", "cpu", "--job-fn", "server.bench:preview_flood"],
-                              stdout=subprocess.PIPE, stderr=open(tmp_path / "server.log", "wb"), env=env, cwd=str(ROOT))
-    try:
-        yield protocol.parse_ready_line(server.stdout.readline()), runs
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        server.stdout.close()
+    with remote_server(runs, TOKEN, tmp_path / "server.log", "--job-fn", "server.bench:preview_flood") as ready:
+        yield ready, runs
 
 
 def _use_remote(port: int, fingerprint: str, host: str = "127.0.0.1") -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 bpy = pytest.importorskip("bpy")
-from addon_helpers import ADDON, ROOT, pump_until  # noqa: E402,F401
+from addon_helpers import ADDON, ROOT, pump_until, remote_server, write_finished_run  # noqa: E402,F401
 from mathutils import Vector  # noqa: E402
 
 R = math.radians
@@ -234,35 +234,14 @@ TOKEN = "scene-remote-secret"
 def remote_scene_engine(tmp_path):
     """(ready line, server runs folder) of a real --allow-remote server holding one finished scene job
     (a room GLB and its panorama). Requested before `addon`, so the add-on disconnects first."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    from blender_addon._protocol_import import protocol
     run = tmp_path / "server_runs" / "scene-job"
     (run / "result").mkdir(parents=True)
     _room_glb(run / "result" / "mesh.glb")
     _room_panorama(run / "result" / "panorama.png", width=128)
-    (run / "spec.json").write_text(json.dumps({"prompt": "a cosy room", "mode": "text", "seed": 1}))
-    events = [{"type": "queued", "seq": 1}, {"type": "started", "seq": 2}]
-    for seq, name in enumerate(("panorama.png", "mesh.glb"), start=3):
-        path = run / "result" / name
-        events.append({"type": "artifact", "seq": seq, "name": name, "path": str(path), "size": path.stat().st_size})
-    events.append({"type": "done", "seq": 5, "result": {}})
-    (run / "events.jsonl").write_text("".join(json.dumps({**e, "job_id": "scene-job", "time": 1.0}) + "\n"
-                                              for e in events))
-    env = {**os.environ, "VSDREAM_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
-    with open(tmp_path / "server.log", "wb") as log:
-        server = subprocess.Popen([sys.executable, "-m", "server", "--port", "0", "--runs-dir", str(run.parent),
-                                   "--allow-remote", "--device", "cpu"], stdout=subprocess.PIPE, stderr=log, env=env,
-                                  cwd=str(ROOT))
-        try:
-            yield protocol.parse_ready_line(server.stdout.readline()), run
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-            server.stdout.close()
+    write_finished_run(run, {"prompt": "a cosy room", "mode": "text", "seed": 1},
+                       [run / "result" / "panorama.png", run / "result" / "mesh.glb"])
+    with remote_server(run.parent, TOKEN, tmp_path / "server.log") as ready:
+        yield ready, run
 
 
 def test_a_remote_scene_job_brings_its_panorama_for_the_world(remote_scene_engine, addon, tmp_path):  # noqa: F811
