@@ -85,6 +85,20 @@ def test_boundary_layer_keeps_surfaces_closed():
     assert trimesh.Trimesh(v.detach().numpy(), f.numpy(), process=False).is_watertight
 
 
+def test_an_open_dmtet_stays_open_through_its_checkpoint():
+    """A scene's DMTet leaves the surface open where the solid meets the box; resuming keeps it so,
+    and a checkpoint from before the flag existed loads as the closed object it was."""
+    grid = TetGrid.cube(8, 0.5)
+    net = DMTet(grid, DMTet.from_sdf_fn(sphere_sdf, grid).sdf.detach(), closed=False)
+    v, f = net.extract()
+    assert not trimesh.Trimesh(v.detach().numpy(), f.numpy(), process=False).is_watertight
+    v2, f2 = DMTet.from_state_dict(net.state_dict()).extract()
+    assert torch.allclose(v, v2) and torch.equal(f, f2)
+    old = {k: t for k, t in net.state_dict().items() if k != "closed"}
+    v3, f3 = DMTet.from_state_dict(old).extract()
+    assert trimesh.Trimesh(v3.detach().numpy(), f3.numpy(), process=False).is_watertight
+
+
 def test_density_extraction_fits_the_box_and_finds_the_surface():
     centre = torch.tensor([0.1, 0.0, -0.2])
 
