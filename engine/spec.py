@@ -16,18 +16,18 @@ from typing import Any, Literal, get_origin
 
 from .spec_problems import FieldProblem, SpecError
 from .spec_types import (
+    Rule,
     among,
     described,
     field_problems,
     field_types,
     is_section,
     max_length,
-    nonblank,
     ordered,
     spec_field,
     within,
 )
-from .stage_table import STAGES, stage
+from .stage_table import STAGES, stage, stages_for
 
 __all__ = ["CameraSpec", "ExportSpec", "FieldProblem", "FieldSpec", "JobSpec", "SpecError", "StageSpec"]
 
@@ -44,9 +44,27 @@ def _schedule_ok(sched: list[list[int]]) -> bool:
 
 
 _SCHEDULE = described(_schedule_ok, "[[0, res], [step, res], ...] with increasing steps and 16 ≤ res ≤ 1024")
-_DEVICE = described(lambda v: re.fullmatch(r"(auto|cpu|cuda|mps)(:\d+)?", v) is not None,
+# only CUDA has device indices; 'cpu:999' names nothing (engine/devices.py checks that the device exists)
+_DEVICE = described(lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d{1,4})?", v) is not None,
                     "'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'")
-_MODEL = described(lambda v: v is None or bool(v.strip()), "null, or a model id or folder path")
+MAX_PATH_CHARS = 4096  # PATH_MAX on Linux; longer values cannot name a file anywhere
+
+
+def _path_ok(v: Any) -> bool:
+    """A path as it will be checked and opened: one spelling, so nothing downstream strips it."""
+    return v is None or (bool(v.strip()) and v == v.strip() and len(v) <= MAX_PATH_CHARS and "\x00" not in v)
+
+
+def _path_rule(what: str) -> Rule:
+    return Rule(_path_ok, lambda words: f"{words}: {what} of at most {MAX_PATH_CHARS} characters, with no "
+                                        "white space before or after it")
+
+
+_MODEL = _path_rule("a model id or folder path")
+# nothing reads a spec's output_dir: the run folder is `vsdream run --out` or the server's <runs-dir>/<job id>
+_OUTPUT_DIR = Rule(lambda v: v is None, lambda words: f"{words}; only null is used: the run folder is chosen where "
+                   "the job runs (vsdream run --out DIR, or the server's <runs-dir>/<job id>)")
+_ANALYTIC_TOKEN = re.compile(r"[A-Za-z0-9_-]+|s=\S+|mesh=\S.*")
 _LR = within(0.0, 1.0)
 _LAMBDA = within(0.0, 1e8)
 
@@ -101,6 +119,9 @@ class StageSpec:
     resolution_schedule: list[list[int]] = spec_field([[0, 64], [5000, 512]], _SCHEDULE)
     batch_size: int = spec_field(1, within(1, 64))
     samples_per_ray: int = spec_field(96, within(4, 1024))
+    # fine samples per ray drawn from a coarse pass's weights on the pure-torch render paths
+    # (thu-ml/prolificdreamer: 64 coarse + 32 fine; engine/render/importance.py); 0: uniform bins only
+    importance_samples: int = spec_field(0, within(0, 1024))
     guidance_scale: float = spec_field(7.5, within(0.0, 200.0))
     guidance_scale_phi: float = spec_field(1.0, within(0.0, 20.0))
     t_min: float = spec_field(0.02, within(0.0, 1.0))
@@ -157,9 +178,9 @@ class JobSpec:
     phi_model: str | None = spec_field(None, _MODEL)
     device: str = spec_field("auto", _DEVICE)
     preset: str = spec_field("custom", max_length(100))
-    input_mesh: str | None = spec_field(None, nonblank())
+    input_mesh: str | None = spec_field(None, _path_rule("a mesh path (GLB/glTF/OBJ/PLY)"))
     input_mesh_decimate: bool = False  # re-texture: decimate a mesh over the face limit instead of refusing it
-    output_dir: str | None = None
+    output_dir: str | None = spec_field(None, _OUTPUT_DIR)
     # frozen Stable Diffusion UNets/VAE on CUDA: auto = fp16 (what the references run; bf16's
     # shorter mantissa is amplified by CFG); LoRA and camera-MLP masters stay fp32 whatever this says
     precision: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
@@ -232,6 +253,13 @@ class JobSpec:
             s = getattr(self, entry.name)
             if fine(f"{entry.name}.t_min", f"{entry.name}.t_max") and s.t_min >= s.t_max:
                 problems.append(FieldProblem(f"{entry.name}.t_max", s.t_max, f"greater than t_min ({s.t_min})"))
+        if fine("mode"):  # a stage that runs trains: zero steps would hand on an untrained field as "done"
+            for entry in stages_for(self.mode):
+                s = getattr(self, entry.name)
+                if fine(f"{entry.name}.steps", f"{entry.name}.enabled") and s.enabled and s.steps == 0:
+                    problems.append(FieldProblem(f"{entry.name}.steps", 0,
+                                                 f"at least 1 while {entry.name}.enabled is true (set "
+                                                 f"{entry.name}.enabled = false to skip the stage)"))
         return problems
 
 
@@ -242,9 +270,19 @@ class _Checker:
     problems: list[FieldProblem]
 
     def prior(self, name: str, value: Any) -> None:
-        from .priors.registry import find_prior, prior_syntax
-        if find_prior(value) is None:
-            self.problems.append(FieldProblem(name, value, f"{prior_syntax()} (e.g. analytic:marker)"))
+        from .priors.registry import analytic_tokens, canonical_prior, find_prior, prior_syntax
+        canonical = canonical_prior(value)
+        if canonical != value and find_prior(canonical) is not None:  # refused, not stripped: see canonical_prior
+            self.problems.append(FieldProblem(name, value, f"the prior without white space around it or its parts: "
+                                                           f"{canonical[:200]!r}"))
+        elif find_prior(value) is None or len(value) > MAX_PATH_CHARS + 100:
+            self.problems.append(FieldProblem(name, value, f"{prior_syntax()} (e.g. analytic:marker; a path of at "
+                                                           f"most {MAX_PATH_CHARS} characters)"))
+        elif value.startswith("analytic:"):
+            odd = [t for t in analytic_tokens(value[len("analytic:"):]) if not _ANALYTIC_TOKEN.fullmatch(t)]
+            if odd:
+                self.problems.append(FieldProblem(name, value, f"scene names, 's=<noise>' or 'mesh=<path>' after "
+                                                               f"'analytic:' (not {odd[0][:80]!r})"))
 
 
 # ----------------------------------------------------------------- helpers

@@ -54,7 +54,13 @@ def test_slab_spanning_the_chord_gives_exact_transmittance(seeded):
     t = torch.exp(-sigma * chord)
     entry = 3.0 - chord / 2
     depth = entry + 1 / sigma - chord * t / (1 - t)
-    assert torch.allclose(out.depth.view(-1), depth, atol=0.02)
+    if seeded:  # one jitter offset per ray shifts all of its samples: within half a bin, right on average
+        assert ((out.depth.view(-1) - depth).abs() <= chord / 32 + 0.02).all()
+        mean = torch.stack([render_volume(Slab(sigma, h=2.0), cams, white(cams), 16, radius,
+                                          gen=torch.Generator().manual_seed(s)).depth.view(-1) for s in range(32)])
+        assert torch.allclose(mean.mean(0), depth, atol=0.02)
+    else:
+        assert torch.allclose(out.depth.view(-1), depth, atol=0.02)
     # and its spread: the variance of an exponential truncated at the chord, 1/σ² − L²T/(1 − T)²
     variance = 1 / sigma**2 - chord**2 * t / (1 - t) ** 2
     assert torch.allclose(out.depth_variance.view(-1), variance, atol=0.01)

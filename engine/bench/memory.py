@@ -34,6 +34,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from ..cameras import CameraSampler
 from ..field import Background, OccupancyGrid, RadianceField
 from ..render.geometry import sphere_intersect
+from ..render.jitter import device_generator, ray_offsets
 from ..render.packed import DEFAULT_CHUNK, PackedSamples, accumulate, run_field, sample_packed, transmittance_weights
 from ..spec import JobSpec, StageSpec
 from .live_memory import LiveMemory
@@ -52,7 +53,8 @@ def samples_per_pixel(spec: JobSpec, probe_resolution: int = 64, views: int = 4,
     o, d = (a.reshape(-1, 3) for a in cams.rays())
     t0, t1, hit = sphere_intersect(o, d, spec.field.radius)
     with torch.no_grad():
-        s = sample_packed(o[hit], d[hit], t0[hit], t1[hit], spec.nerf.samples_per_ray, gen, occupancy)
+        offset = ray_offsets(int(hit.sum()), device_generator(gen, o.device), o.device)
+        s = sample_packed(o[hit], d[hit], t0[hit], t1[hit], spec.nerf.samples_per_ray, offset, occupancy)
     return {"samples_per_pixel": s.count / o.shape[0], "occupied_fraction": occupancy.occupied_fraction(),
             "probe_resolution": probe_resolution, "views": views}
 

@@ -12,11 +12,14 @@ import nerfacc
 import torch
 
 from .geometry import sphere_intersect
+from .importance import early_stop_cut, pdf_positions, stratified_bins, union_partition
+from .jitter import ray_offsets
 
 
-def render_batched(field, o, d, samples, radius, gen, occupancy, want_normals, eps):
-    """Per-ray stratified bins over the sphere chord; returns unpadded (n_rays, C) accumulations:
-    rgb, opacity, depth, normal | None and the second moment Σ wᵢtᵢ²."""
+def render_batched(field, o, d, samples, radius, dgen, occupancy, want_normals, eps, fine: int = 0):
+    """Per-ray stratified bins over the sphere chord (one offset per ray from the device generator
+    `dgen`, midpoints when None), `fine` importance samples more per ray (importance.py); returns
+    unpadded (n_rays, C) accumulations: rgb, opacity, depth, normal | None and the second moment Σ wᵢtᵢ²."""
     n_rays, dev, dt = o.shape[0], o.device, o.dtype
     out_rgb = torch.zeros(n_rays, 3, device=dev, dtype=dt)
     out_opacity = torch.zeros(n_rays, 1, device=dev, dtype=dt)
@@ -28,18 +31,19 @@ def render_batched(field, o, d, samples, radius, gen, occupancy, want_normals, e
     if ids.numel() == 0:
         return out_rgb, out_opacity, out_depth, out_normal, out_depth_sq
     o, d, t0, t1 = o[ids], d[ids], t0[ids], t1[ids]
-    edges = torch.linspace(0.0, 1.0, samples + 1, device=dev, dtype=dt)
-    t_edges = t0[:, None] + (t1 - t0)[:, None] * edges
-    t_starts, t_ends = t_edges[:, :-1], t_edges[:, 1:]
-    if gen is None:
-        frac = torch.full_like(t_starts, 0.5)
-    else:
-        frac = torch.rand(t_starts.shape, generator=gen, device=gen.device, dtype=dt).to(dev)
-    t_mid = t_starts + (t_ends - t_starts) * frac
+    n = o.shape[0]
+    offset = ray_offsets(n, dgen, dev, dt)  # the same draws, in the same order, as the packed path
+    t_starts, t_ends, t_mid = stratified_bins(t0, t1, samples, offset)
     pts = o[:, None, :] + t_mid[..., None] * d[:, None, :]
     keep = occupancy.lookup(pts) if occupancy is not None else torch.ones_like(t_mid, dtype=torch.bool)
-    if torch.is_grad_enabled() and eps > 0 and bool(keep.any()):
-        keep = visible_batched(field, pts, keep, t_starts, t_ends, eps)
+    early = eps if torch.is_grad_enabled() else 0.0
+    if fine > 0:
+        fine_offset = ray_offsets(n, dgen, dev, dt)
+        t_starts, t_ends, t_mid, keep = resample_batched(field, pts, keep, t0, t1, t_starts, t_ends, t_mid, fine,
+                                                         fine_offset, early)
+        pts = o[:, None, :] + t_mid[..., None] * d[:, None, :]
+    elif early > 0 and bool(keep.any()):
+        keep = visible_batched(field, pts, keep, t_starts, t_ends, early)
     sel = keep.nonzero(as_tuple=True)
     sigma_s, rgb_s = field(pts[sel]) if sel[0].numel() else (pts.new_zeros(0), pts.new_zeros(0, 3))
     sigma = torch.zeros_like(t_mid).index_put(sel, sigma_s.to(dt))
@@ -66,3 +70,19 @@ def visible_batched(field, pts, keep, t_starts, t_ends, eps):
     sigma = torch.zeros_like(t_starts).index_put(sel, field.density(pts[sel]).to(t_starts.dtype))
     vis = nerfacc.render_visibility_from_density(t_starts, t_ends, sigma, early_stop_eps=eps)
     return keep & vis
+
+
+@torch.no_grad()
+def resample_batched(field, pts, keep, t0, t1, t_starts, t_ends, t_mid, fine, fine_offset, eps):
+    """Coarse weights without autograd → the union of coarse and fine positions (importance.py), as
+    (t_starts, t_ends, t_mid, keep) of shape (rays, bins + fine)."""
+    sel = keep.nonzero(as_tuple=True)
+    sigma = torch.zeros_like(t_starts)
+    if sel[0].numel():
+        sigma = sigma.index_put(sel, field.density(pts[sel]).to(t_starts.dtype))
+    weights, trans, _ = nerfacc.render_weight_from_density(t_starts, t_ends, sigma)
+    fine_t = pdf_positions(t_starts, t_ends, weights, fine, fine_offset)
+    pos, starts, ends, ev = union_partition(t_mid, keep, fine_t, t0, t1)
+    if eps > 0:
+        ev &= pos < early_stop_cut(t_mid, trans, keep, eps)[:, None]
+    return starts, ends, pos, ev

@@ -2,9 +2,11 @@
 
 Why: the batched layout keeps every (ray, bin) pair alive through backward, so memory grows with
 the image; nerfacc's packed path needs its compiled kernels. Here the samples are the same
-stratified bins as the batched path (same generator draws, so the two agree), culled by the
-occupancy grid before the field runs, and kept as a packed list (ray, bin) with a variable number
-per ray. Optional early stop: a density-only pass without autograd drops the samples behind the
+stratified bins as the batched path (the same per-ray offsets from the same device generator, so
+the two agree), culled by the occupancy grid before the field runs, and kept as a packed list
+(ray, bin) with a variable number per ray. With `fine` > 0 a coarse pass without autograd draws
+that many more samples per ray from its weights and the list holds the union (importance.py).
+Optional early stop: a density-only pass without autograd drops the samples behind the
 point where transmittance falls below eps (nerfacc's rule, T_before ≥ eps is kept). The field
 runs in chunks of `chunk` samples; with gradients on and more than one chunk each chunk is
 checkpointed, so what backward keeps is ~80 bytes per occupied sample, plus one chunk's
@@ -19,6 +21,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+
+from .importance import early_stop_cut, pdf_positions, stratified_bins, union_partition
+from .jitter import ray_offsets
 
 DEFAULT_CHUNK = 1 << 18  # samples per field call
 RAY_CHUNK = 1 << 14  # rays per occupancy lookup while sampling (bounds the dense point scratch)
@@ -48,21 +53,16 @@ class PackedSamples:
 
 
 def sample_packed(o: torch.Tensor, d: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor, bins: int,
-                  gen: torch.Generator | None, occupancy=None, ray_chunk: int = RAY_CHUNK) -> PackedSamples:
-    """Stratified bins over [t0, t1] per ray (jitter from `gen`, midpoints when None), occupied ones only."""
-    n, dev, dt = o.shape[0], o.device, o.dtype
-    edges = torch.linspace(0.0, 1.0, bins + 1, device=dev, dtype=dt)
-    if gen is None:
-        frac = None
-    else:  # one draw for all rays, as the batched path does: same generator state, same samples
-        frac = torch.rand((n, bins), generator=gen, device=gen.device, dtype=dt).to(dev)
+                  offset: torch.Tensor | None, occupancy=None, ray_chunk: int = RAY_CHUNK) -> PackedSamples:
+    """Stratified bins over [t0, t1] per ray, occupied ones only; each ray's samples sit at fraction
+    `offset` (n,) of their bins (jitter.ray_offsets: one draw per ray), at midpoints when None."""
+    n, dev = o.shape[0], o.device
+    if offset is None:
+        offset = torch.full((n,), 0.5, device=dev, dtype=o.dtype)
     parts: list[tuple[torch.Tensor, ...]] = []
     for s in range(0, n, ray_chunk):
         e = min(s + ray_chunk, n)
-        t_edges = t0[s:e, None] + (t1 - t0)[s:e, None] * edges
-        ts, te = t_edges[:, :-1], t_edges[:, 1:]
-        fr = torch.full_like(ts, 0.5) if frac is None else frac[s:e]
-        tm = ts + (te - ts) * fr
+        ts, te, tm = stratified_bins(t0[s:e], t1[s:e], bins, offset[s:e])
         pts = o[s:e, None, :] + tm[..., None] * d[s:e, None, :]
         if occupancy is None:
             r, b = torch.meshgrid(torch.arange(e - s, device=dev), torch.arange(bins, device=dev), indexing="ij")
@@ -70,10 +70,50 @@ def sample_packed(o: torch.Tensor, d: torch.Tensor, t0: torch.Tensor, t1: torch.
         else:
             r, b = occupancy.lookup(pts).nonzero(as_tuple=True)
         parts.append((r + s, b, ts[r, b], te[r, b], tm[r, b], pts[r, b]))
+    return _packed(parts, o, n, bins)
+
+
+def _packed(parts: list[tuple[torch.Tensor, ...]], o: torch.Tensor, n: int, bins: int) -> PackedSamples:
     if not parts:
         idx, t = o.new_zeros(0, dtype=torch.long), o.new_zeros(0)
         return PackedSamples(idx, idx, t, t, t, o.new_zeros(0, 3), n_rays=n, bins=bins)
     return PackedSamples(*(torch.cat(c) for c in zip(*parts, strict=True)), n_rays=n, bins=bins)
+
+
+@torch.no_grad()
+def resample_packed(field, o: torch.Tensor, d: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor,
+                    coarse: PackedSamples, offset: torch.Tensor | None, fine: int, fine_offset: torch.Tensor | None,
+                    eps: float, chunk: int, ray_chunk: int = RAY_CHUNK) -> PackedSamples:
+    """The union of the coarse samples and `fine` more per ray drawn from the coarse weights
+    (importance.py), as a packed list; with eps > 0 the samples past the coarse early-stop cut are dropped.
+
+    One density-only pass over the coarse samples, without autograd; the dense (rays, bins) scratch
+    is built a ray chunk at a time, so it stays bounded at 512²."""
+    n, bins, dev, dt = coarse.n_rays, coarse.bins, o.device, o.dtype
+    if offset is None:
+        offset = torch.full((n,), 0.5, device=dev, dtype=dt)
+    if fine_offset is None:
+        fine_offset = torch.full((n,), 0.5, device=dev, dtype=dt)
+    sigma = torch.cat([field.density(p) for p in coarse.points.split(chunk)]).to(dt) if coarse.count \
+        else coarse.t_mid.new_zeros(0)
+    weights, trans = transmittance_weights(sigma, coarse)
+    flat = coarse.ray * bins + coarse.bin
+    dense_w = weights.new_zeros(n * bins).index_put((flat,), weights).view(n, bins)
+    dense_tr = weights.new_ones(n * bins).index_put((flat,), trans).view(n, bins)
+    dense_ev = torch.zeros(n * bins, dtype=torch.bool, device=dev).index_put((flat,), torch.ones_like(flat, dtype=torch.bool))
+    dense_ev = dense_ev.view(n, bins)
+    parts: list[tuple[torch.Tensor, ...]] = []
+    for s in range(0, n, ray_chunk):
+        e = min(s + ray_chunk, n)
+        ts, te, tm = stratified_bins(t0[s:e], t1[s:e], bins, offset[s:e])
+        fine_t = pdf_positions(ts, te, dense_w[s:e], fine, fine_offset[s:e])
+        pos, starts, ends, ev = union_partition(tm, dense_ev[s:e], fine_t, t0[s:e], t1[s:e])
+        if eps > 0:
+            ev &= pos < early_stop_cut(tm, dense_tr[s:e], dense_ev[s:e], eps)[:, None]
+        r, b = ev.nonzero(as_tuple=True)
+        pts = o[s:e][r] + pos[r, b, None] * d[s:e][r]
+        parts.append((r + s, b, starts[r, b], ends[r, b], pos[r, b], pts))
+    return _packed(parts, o, n, bins + fine)
 
 
 def exclusive_sum_per_ray(values: torch.Tensor, s: PackedSamples) -> torch.Tensor:
@@ -118,13 +158,29 @@ def visible(field, s: PackedSamples, eps: float, chunk: int) -> torch.Tensor:
     return trans >= eps
 
 
+def render_samples(field, o: torch.Tensor, d: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor, bins: int,
+                   dgen: torch.Generator | None, occupancy, eps: float, chunk: int = DEFAULT_CHUNK,
+                   fine: int = 0) -> PackedSamples:
+    """The samples a render evaluates with the full pass: stratified bins (one offset per ray from
+    `dgen`), occupancy-culled, then importance-resampled (`fine` > 0) or early-stopped (eps > 0,
+    gradients on)."""
+    n = o.shape[0]
+    offset = None if dgen is None else ray_offsets(n, dgen, o.device, o.dtype)
+    s = sample_packed(o, d, t0, t1, bins, offset, occupancy)
+    early = eps if torch.is_grad_enabled() else 0.0
+    if fine > 0:
+        fine_offset = None if dgen is None else ray_offsets(n, dgen, o.device, o.dtype)
+        return resample_packed(field, o, d, t0, t1, s, offset, fine, fine_offset, early, chunk)
+    if early > 0 and s.count:
+        s = s.subset(visible(field, s, early, chunk))
+    return s
+
+
 def render_packed(field, o: torch.Tensor, d: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor, bins: int,
-                  gen: torch.Generator | None, occupancy, want_normals: bool, eps: float,
-                  chunk: int = DEFAULT_CHUNK):
+                  dgen: torch.Generator | None, occupancy, want_normals: bool, eps: float,
+                  chunk: int = DEFAULT_CHUNK, fine: int = 0):
     """(rgb, opacity, depth, normal | None, Σwt²) per ray, each (n_rays, C), for rays o + t·d over [t0, t1]."""
-    s = sample_packed(o, d, t0, t1, bins, gen, occupancy)
-    if eps > 0 and torch.is_grad_enabled() and s.count:
-        s = s.subset(visible(field, s, eps, chunk))
+    s = render_samples(field, o, d, t0, t1, bins, dgen, occupancy, eps, chunk, fine)
     dt = o.dtype
     if s.count:
         sigma, rgb = run_field(field, s.points, chunk)

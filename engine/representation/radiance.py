@@ -25,11 +25,13 @@ class RadianceRepresentation(torch.nn.Module):
         self.field = RadianceField(spec.field, gen=gen, backend=backend_for(device))
         self.background = Background(gen=gen)
         self.occupancy = OccupancyGrid(radius=spec.field.radius)
+        self.importance_samples = spec.nerf.importance_samples  # stage 1's, the only volume-rendering stage
 
     def render(self, cams: Cameras, backdrop: torch.Tensor, samples: int, gen: torch.Generator | None,
                normals: bool = False) -> RenderOutput:
         return render_volume(self.field, cams, backdrop, samples, self.field.radius, gen=gen,
-                             occupancy=self.occupancy, want_normals=normals)
+                             occupancy=self.occupancy, want_normals=normals,
+                             importance_samples=self.importance_samples)
 
     def update(self, step: int) -> None:
         self.occupancy.update(self.field, step)
