@@ -1,12 +1,13 @@
 """Atomic checkpoints per stage: <run>/ckpt/<stage>-<step:08d>.pt, newest wins, corrupt ones skipped.
 
 Each file is written to a temp name and renamed, so a crash mid-write never leaves a half file
-under a real name; a file damaged some other way is reported and the previous one is used.
+under a real name; a file damaged some other way is reported and the previous one is used. The
+temp file of a writer that was killed (`<stage>-<step>.pt.<random>.tmp`, as big as a checkpoint)
+is removed by the next save, prune or resume (and by the server when a run ends).
 """
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +16,11 @@ from typing import Any
 import torch
 
 from .errors import CheckpointError
-from .run_dir import atomic_write_bytes
+from .run_dir import CHECKPOINT_FILE as _NAME
+from .run_dir import atomic_write_bytes, remove_checkpoint_orphans
 
 FORMAT = "vsdream-ckpt-1"
-_NAME = re.compile(r"^(?P<stage>[a-z0-9_]+)-(?P<step>\d{8})\.pt$")
+
 
 
 @dataclass
@@ -38,6 +40,7 @@ class CheckpointStore:
         return self.folder / f"{stage}-{step:08d}.pt"
 
     def save(self, stage: str, step: int, state: dict[str, Any]) -> Path:
+        remove_checkpoint_orphans(self.folder)
         buf = io.BytesIO()
         torch.save({"format": FORMAT, "stage": stage, "step": step, "state": state}, buf)
         path = self.path_for(stage, step)
@@ -66,6 +69,7 @@ class CheckpointStore:
 
     def latest(self, stage: str, log: Callable[[str], None] = lambda m: None) -> Checkpoint | None:
         """Newest readable checkpoint of `stage`; unreadable ones are reported through `log` and skipped."""
+        remove_checkpoint_orphans(self.folder)  # a resume: the run that wrote them is over
         for _, path in self.list(stage):
             try:
                 return self.load(path)
@@ -74,6 +78,7 @@ class CheckpointStore:
         return None
 
     def _prune(self, stage: str, keep_step: int) -> None:
+        remove_checkpoint_orphans(self.folder)
         for step, path in self.list(stage)[self.keep:]:
             if step != keep_step:
                 path.unlink(missing_ok=True)

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .spec import JobSpec
+
+CHECKPOINT_FILE = re.compile(r"^(?P<stage>[a-z0-9_]+)-(?P<step>\d{8})\.pt$")  # ckpt/<stage>-<step:08d>.pt
 
 
 @dataclass
@@ -76,3 +79,28 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_temp_files(folder: Path, target: re.Pattern[str]) -> list[str]:
+    """Delete the temp files atomic_write_bytes leaves (`<name>.<random>.tmp`) when its writer is killed
+    mid-write, for names matching `target`; returns the names removed. Call it only while no one
+    writes into `folder` (the folder's single writer before it writes, or after its writer ended)."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        name, dot, rest = p.name.rpartition(".tmp")[0].rpartition(".")
+        if p.name.endswith(".tmp") and dot and rest and target.match(name):
+            try:
+                p.unlink()
+                removed.append(p.name)
+            except OSError:
+                pass
+    return removed
+
+
+def remove_checkpoint_orphans(folder: Path) -> list[str]:
+    """Temp files of checkpoint writes that never finished (their writer was killed); the names removed."""
+    return remove_temp_files(folder, CHECKPOINT_FILE)

@@ -54,6 +54,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                          "--allow-remote)")
     ap.add_argument("--heartbeat", type=float, default=2.0, help="seconds between heartbeats")
     ap.add_argument("--max-queue", type=int, default=32, help="queued jobs before submit answers busy")
+    ap.add_argument("--max-unauthenticated", type=int, default=64,
+                    help="connections at once that have not authenticated yet; more are closed at once")
     ap.add_argument("--log-file", type=Path, help="log here instead of stderr")
     ap.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     ap.add_argument("--job-fn", default=DEFAULT_JOB_FN,
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                     parent_pid=args.parent_pid, resume_unfinished=args.resume_unfinished, job_fn=args.job_fn,
                     hello_timeout_s=args.hello_timeout, frame_timeout_s=args.frame_timeout,
                     heartbeat_s=args.heartbeat, cancel_grace_s=args.cancel_grace, max_queue=args.max_queue,
-                    token_file=token_file, tls=tls,
+                    token_file=token_file, tls=tls, max_unauthenticated=max(1, args.max_unauthenticated),
                     path_policy=PathPolicy.for_server(args.allow_remote, args.confine_paths, args.trust_models))
 
     async def serve() -> int:

@@ -1,4 +1,10 @@
-"""The engine server: an asyncio TCP listener, the job manager, heartbeats and the parent watch."""
+"""The engine server: an asyncio TCP listener, the job manager, heartbeats and the parent watch.
+
+Connections that have not authenticated yet are capped (`--max-unauthenticated`): one past the
+cap is closed at once, before any TLS handshake, so a flood of silent connections costs a few KB
+each for a moment instead of a handshake's ≈ 300 KB for the whole hello timeout. TLS is
+therefore started by the handler (start_tls) rather than by the listener.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -8,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 
@@ -37,10 +44,20 @@ class Server:
         self.manager = JobManager(config.runs_dir, config.devices, config.job_fn, config.max_queue,
                                   config.cancel_grace_s, config.path_policy)
         self.connections: set[Connection] = set()
+        self.unauthenticated = 0  # accepted connections that have not sent a good hello yet
+        self.refused_unauthenticated = 0  # connections closed at once because of the cap (logged)
         self._stop = asyncio.Event()
+        self._tls: ssl.SSLContext | None = None
         self.stop_reason = ""
 
+    def connection_authenticated(self, conn: Connection) -> None:
+        if conn in self.connections and not getattr(conn, "left_preauth", False):
+            conn.left_preauth = True
+            self.unauthenticated -= 1
+
     def connection_closed(self, conn: Connection) -> None:
+        if conn in self.connections:
+            self.connection_authenticated(conn)  # leaves the unauthenticated count, once
         self.connections.discard(conn)
 
     def request_stop(self, reason: str) -> None:
@@ -50,12 +67,37 @@ class Server:
             self._stop.set()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sock = writer.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = Connection(self, self.manager, self.config, reader, writer)
-        self.connections.add(conn)
-        await conn.serve()
+        if self.unauthenticated >= self.config.max_unauthenticated:
+            self.refused_unauthenticated += 1
+            if self.refused_unauthenticated in (1, 10, 100) or self.refused_unauthenticated % 1000 == 0:
+                log.warning("%d connections are waiting for their hello (limit %d, --max-unauthenticated); "
+                            "closing new ones at once (%d so far)", self.unauthenticated,
+                            self.config.max_unauthenticated, self.refused_unauthenticated)
+            writer.transport.abort()
+            return
+        self.unauthenticated += 1
+        conn: Connection | None = None
+        try:
+            sock = writer.get_extra_info("socket")
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tls is not None:
+                try:
+                    await writer.start_tls(self._tls, ssl_handshake_timeout=self.config.hello_timeout_s)
+                except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+                    log.info("TLS handshake with %s failed: %s", writer.get_extra_info("peername"), exc)
+                    writer.transport.abort()
+                    return
+            conn = Connection(self, self.manager, self.config, reader, writer)
+            self.connections.add(conn)
+            await conn.serve()
+        finally:
+            if conn is None or not getattr(conn, "left_preauth", False):
+                if conn is not None:
+                    conn.left_preauth = True
+                self.unauthenticated -= 1
+            if conn is not None:
+                self.connections.discard(conn)
 
     async def _heartbeats(self) -> None:
         while True:
@@ -91,9 +133,9 @@ class Server:
         """Serve until shutdown, a signal or the parent's exit; returns the exit code."""
         cfg = self.config
         self._install_signals()
-        tls = server_context(cfg.tls) if cfg.tls else None
-        listener = await asyncio.start_server(self._handle, cfg.host, cfg.port, limit=1 << 20, ssl=tls,
-                                              ssl_handshake_timeout=cfg.hello_timeout_s if tls else None)
+        tls = self._tls = server_context(cfg.tls) if cfg.tls else None
+        listener = await asyncio.start_server(self._handle, cfg.host, cfg.port, limit=1 << 20,
+                                              backlog=max(100, cfg.max_unauthenticated))
         port = listener.sockets[0].getsockname()[1]
         self.manager.start(resume_unfinished=cfg.resume_unfinished)
         ready = {"event": "ready", "port": port, "pid": self.pid, "protocol": PROTOCOL_VERSION,

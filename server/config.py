@@ -28,6 +28,7 @@ class Config:
     cancel_grace_s: float = 30.0
     max_queue: int = 32
     max_outbox: int = 10_000
+    max_unauthenticated: int = 64  # connections at once that have not sent a good hello (more are closed at once)
     token_file: Path | None = None  # reported in the handshake when the server made the token itself
     path_policy: PathPolicy = field(default_factory=PathPolicy)  # which files a job's spec may name
     tls: TlsIdentity | None = None  # set by --allow-remote: serve TLS with this certificate, never plaintext

@@ -2,13 +2,20 @@
 
 The reader loop and the writer task are separate, so a client that stops reading only fills its
 own outbox (where progress and previews coalesce) and never slows the engine or other clients.
+What one connection holds for its client is bounded: the outbox by items and bytes
+(outbox.MAX_QUEUED_BYTES), the socket buffer by WRITE_BUFFER_HIGH, and an artifact is never read
+whole: it is queued as a reference and streamed from its file in ARTIFACT_PIECE pieces. A replay
+from disk goes in chunks of REPLAY_CHUNK events, with the replies and heartbeats that arrived
+meanwhile written between chunks.
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from . import protocol as P
@@ -20,6 +27,7 @@ from .frame_stream import FrameStream, SpooledFrame
 from .job import Job
 from .outbox import Outbox, coalesce_key
 from .reply_encode import encode_reply
+from .storage_errors import storage_error
 from .wire_text import shown
 
 log = logging.getLogger("vsdream.server")
@@ -27,12 +35,21 @@ PRE_AUTH_MAX_HEADER = 64 << 10
 WRITE_BUFFER_HIGH = 1 << 20  # bytes queued in the transport before the writer waits (about one 512² frame)
 FINAL_FLUSH_S = 30.0  # time a closing connection gets to take its last frames
 LINGER_S, LINGER_BYTES = 2.0, 16 << 20  # after a fatal error: how long / how much unread input to discard
+ARTIFACT_PIECE = 1 << 20  # an artifact goes from its file to the socket this much at a time
+REPLAY_CHUNK = 64  # events read from disk and written per replay step; urgent frames go between steps
 _CLOSE = object()
 
 
 class Replay:
     def __init__(self, job: Job, after_seq: int, upto_seq: int, previews: bool):
         self.job, self.after_seq, self.upto_seq, self.previews = job, after_seq, upto_seq, previews
+
+
+class ArtifactSend:
+    """An artifact_data reply still to be read from its file (sha256 and bytes at sending time)."""
+
+    def __init__(self, header: dict[str, Any], path: Path, offset: int, length: int):
+        self.header, self.path, self.offset, self.length = header, path, offset, length
 
 
 class Connection:
@@ -52,33 +69,52 @@ class Connection:
 
     # -------------------------------------------------------------- outbox
     def deliver(self, frame: P.Frame) -> None:
+        """Queue a frame, encoded now (so its exact size counts against the byte bound); replies and
+        heartbeats in the urgent lane, job events in order in the other."""
         if self.closing:
             return
-        if not self.outbox.put(frame, coalesce_key(frame.header)):
-            log.warning("client %s is not reading (%d messages waiting); disconnecting it", self.peer,
-                        len(self.outbox))
-            self.abort()
+        parts = encode_reply(frame)
+        urgent = frame.type not in P.JOB_EVENTS
+        if not self.outbox.put(parts, coalesce_key(frame.header), urgent=urgent, nbytes=len(parts[0]) + len(parts[1])):
+            self._too_far_behind()
+
+    def _too_far_behind(self) -> None:
+        log.warning("client %s is not reading (%d messages, %d bytes waiting); disconnecting it", self.peer,
+                    len(self.outbox), self.outbox.bytes)
+        self.abort()
 
     def queue_replay(self, job: Job, after_seq: int, upto_seq: int, previews: bool) -> None:
-        if not self.closing:
-            self.outbox.put(Replay(job, after_seq, upto_seq, previews))
+        if not self.closing and not self.outbox.put(Replay(job, after_seq, upto_seq, previews)):
+            self._too_far_behind()
 
     def close_after_flush(self) -> None:
         self.closing = True
-        self.outbox.put(_CLOSE, ("close",))  # never refused, even by a full outbox
+        self.outbox.put(_CLOSE, ("close",), force=True)  # never refused, even by a full outbox
 
     def abort(self) -> None:
         self.closing = True
         self.jobs.unsubscribe(self)
-        self.outbox.put(_CLOSE, ("close",))  # wakes a writer waiting for work; never refused
+        self.outbox.clear()  # nothing queued for a dropped client stays in memory
+        self.outbox.put(_CLOSE, ("close",), force=True)  # wakes a writer waiting for work
         self.writer.transport.abort()
 
     async def _write(self, frame: P.Frame) -> None:
-        head, body = encode_reply(frame)
+        await self._write_parts(encode_reply(frame))
+
+    async def _write_parts(self, parts: tuple[bytes, bytes]) -> None:
+        head, body = parts
         self.writer.write(head)
         if body:
             self.writer.write(body)
         await self.writer.drain()
+
+    async def _write_item(self, item: Any) -> None:
+        if isinstance(item, Replay):
+            await self._replay(item)
+        elif isinstance(item, ArtifactSend):
+            await self._send_artifact(item)
+        else:
+            await self._write_parts(item)
 
     async def writer_loop(self) -> None:
         try:
@@ -86,18 +122,43 @@ class Connection:
                 item = await self.outbox.get()
                 if item is _CLOSE:
                     break
-                if isinstance(item, Replay):
-                    await self._replay(item)
-                else:
-                    await self._write(item)
+                await self._write_item(item)
+                item = None  # noqa: F841 - a finished frame must not stay referenced while the writer waits
         except (ConnectionError, OSError):
             pass
         finally:
             self.closing = True
             self.jobs.unsubscribe(self)
+            self.outbox.clear()
             if self.linger:
                 await self._linger()
             self.writer.close()
+
+    async def _write_urgent(self) -> None:
+        """Replies and heartbeats that arrived while a replay runs go out before its next chunk."""
+        while (item := self.outbox.pop_urgent()) is not None:
+            if item is not _CLOSE:
+                await self._write_item(item)
+
+    async def _send_artifact(self, a: ArtifactSend) -> None:
+        """Hash the range, then stream it from the file; memory stays at one piece per connection."""
+        digest = await asyncio.to_thread(_sha256_range, a.path, a.offset, a.length)
+        header = {**a.header, "sha256": digest, "payload_bytes": a.length}
+        if not a.length:
+            del header["payload_bytes"]
+        raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+        self.writer.write(P.PREFIX.pack(len(raw)) + raw)
+        left, pos = a.length, a.offset
+        while left:
+            piece = await asyncio.to_thread(_read_piece, a.path, pos, min(ARTIFACT_PIECE, left))
+            if not piece:  # the file shrank after the request: the frame cannot be completed
+                log.error("artifact %s shrank while being sent to %s; closing the connection", a.path, self.peer)
+                self.abort()
+                return
+            self.writer.write(piece)
+            left, pos = left - len(piece), pos + len(piece)
+            await self.writer.drain()
+        await self.writer.drain()
 
     async def _linger(self) -> None:
         """Half-close, then read and drop what the client still sends, for a moment.
@@ -118,18 +179,23 @@ class Connection:
             pass
 
     async def _replay(self, r: Replay) -> None:
-        events = await asyncio.to_thread(lambda: list(r.job.log.read(r.after_seq, r.upto_seq)))
-        for ev in events:
-            payload = b""
-            if ev.get("type") == "preview":
-                if not r.previews:
-                    continue
-                payload = await self.jobs.preview_payload(r.job, ev)
-                if payload is None:  # files deleted by hand: say so instead of sending a broken frame
-                    ev = {"type": "log", "job_id": ev["job_id"], "seq": ev["seq"], "time": ev["time"],
-                          "level": "warning", "message": f"preview {ev.get('file')} is missing from the run folder"}
-                    payload = b""
-            await self._write(P.Frame(ev, payload))
+        pos, finished = 0, False
+        while not finished and not self.closing:
+            events, pos, finished = await asyncio.to_thread(r.job.log.read_chunk, pos, r.after_seq, r.upto_seq,
+                                                            REPLAY_CHUNK)
+            for ev in events:
+                payload = b""
+                if ev.get("type") == "preview":
+                    if not r.previews:
+                        continue
+                    payload = await self.jobs.preview_payload(r.job, ev)
+                    if payload is None:  # files deleted by hand: say so instead of sending a broken frame
+                        ev = {"type": "log", "job_id": ev["job_id"], "seq": ev["seq"], "time": ev["time"],
+                              "level": "warning",
+                              "message": f"preview {ev.get('file')} is missing from the run folder"}
+                        payload = b""
+                await self._write(P.Frame(ev, payload))
+            await self._write_urgent()
 
     # --------------------------------------------------------------- reading
     async def serve(self) -> None:
@@ -145,6 +211,8 @@ class Connection:
                                  devices=self.jobs.devices, runs_dir=str(self.config.runs_dir)))
             while not self.closing:
                 frame = await self.frames.next()
+                if self.outbox.bytes > self.outbox.max_bytes // 2:
+                    await self._read_pause()
                 try:
                     await self._dispatch(frame)
                 finally:
@@ -174,6 +242,12 @@ class Connection:
                     self.abort()
             self.link.connection_closed(self)
 
+    async def _read_pause(self) -> None:
+        """A client that pipelines requests without reading the replies waits here (its replies
+        keep their byte bound) instead of growing its outbox until it is disconnected."""
+        while self.outbox.bytes > self.outbox.max_bytes // 2 and not self.closing:
+            await asyncio.sleep(0.01)
+
     async def _authenticate(self) -> P.Frame | None:
         """The hello once its token matches (frames behind it stay buffered); None after a refusal."""
         limit = self.config.hello_timeout_s
@@ -199,6 +273,7 @@ class Connection:
                                code="protocol_mismatch")
             return None
         self.authed = True
+        self.link.connection_authenticated(self)
         return hello
 
     async def _refuse(self, why: str, code: str = "unauthorized") -> None:
@@ -239,10 +314,15 @@ class Connection:
         self.deliver(P.reply("pong", frame, nonce=frame.get("nonce"), time=time.time()))
 
     async def _on_list_jobs(self, frame: P.Frame) -> None:
-        self.deliver(P.reply("jobs", frame, jobs=self.jobs.job_summaries(), workers=self.jobs.workers(),
-                             unreadable=self.jobs.unreadable_runs()))
+        page = self.jobs.job_page(frame.get("offset", 0), frame.get("limit"))
+        unreadable = self.jobs.unreadable_runs()
+        self.deliver(P.reply("jobs", frame, **page, workers=self.jobs.workers(), unreadable=unreadable,
+                             unreadable_total=self.jobs.unreadable_count()))
 
     async def _on_submit(self, frame: P.Frame) -> None:
+        if isinstance(frame, SpooledFrame) and frame.write_error is not None:  # the upload did not fit
+            raise storage_error(frame.write_error, f"the uploaded mesh ({frame.get('payload_bytes')} bytes)",
+                                self.config.runs_dir)
         spool = frame.spool if isinstance(frame, SpooledFrame) else None
         job = await self.jobs.submit(frame.header, frame.payload, mesh_file=spool)
         self._accepted(frame, job, resumed=False)
@@ -278,16 +358,19 @@ class Connection:
         job = self.jobs.get(frame["job_id"])
         path = self.jobs.artifact_path(job, frame["name"])
         offset = frame.get("offset", 0)
-        data, size = await asyncio.to_thread(_read_range, path, offset, frame.get("length"))
-        self.deliver(P.reply("artifact_data", frame, payload=data, job_id=job.id, name=frame["name"], size=size,
-                             offset=offset, sha256=hashlib.sha256(data).hexdigest()))
+        length, size = await asyncio.to_thread(_check_range, path, offset, frame.get("length"))
+        header = P.reply("artifact_data", frame, job_id=job.id, name=frame["name"], size=size, offset=offset,
+                         sha256="").header
+        if not self.outbox.put(ArtifactSend(header, path, offset, length), urgent=True, nbytes=0):
+            self._too_far_behind()
 
     async def _on_shutdown(self, frame: P.Frame) -> None:
         self.deliver(P.reply("ack", frame, what="shutdown"))
         self.link.request_stop("shutdown message")
 
 
-def _read_range(path: Any, offset: int, length: int | None) -> tuple[bytes, int]:
+def _check_range(path: Path, offset: int, length: int | None) -> tuple[int, int]:
+    """(bytes to send, file size) for a get_artifact request; ProtocolError when it cannot be served."""
     size = path.stat().st_size
     if offset > size:
         raise P.ProtocolError("invalid_message", f"offset {offset} is past the end of {path.name} ({size} bytes)",
@@ -296,6 +379,23 @@ def _read_range(path: Any, offset: int, length: int | None) -> tuple[bytes, int]
     if length > P.MAX_PAYLOAD_BYTES:
         raise P.ProtocolError("too_large", f"{path.name} has {size} bytes; ask for at most "
                                            f"{P.MAX_PAYLOAD_BYTES} at a time with offset and length")
+    return length, size
+
+
+def _read_piece(path: Path, offset: int, length: int) -> bytes:
     with open(path, "rb") as fh:
         fh.seek(offset)
-        return fh.read(length), size
+        return fh.read(length)
+
+
+def _sha256_range(path: Path, offset: int, length: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        while length > 0:
+            piece = fh.read(min(ARTIFACT_PIECE, length))
+            if not piece:
+                break
+            digest.update(piece)
+            length -= len(piece)
+    return digest.hexdigest()

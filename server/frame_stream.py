@@ -7,7 +7,9 @@
 - A payload larger than `SPOOL_MIN` is written to a file under `spool_dir` as it arrives, in
   pieces of at most `CHUNK` bytes, so a 256 MiB mesh upload costs a few MiB of memory, not the
   payload twice over. The frame comes back as a `SpooledFrame` naming that file; whoever handles
-  the frame may move it, and `discard()` removes it otherwise.
+  the frame may move it, and `discard()` removes it otherwise. When the disk fills up, the rest of
+  the payload is read and dropped (the framing stays intact) and the frame carries `write_error`,
+  so the request gets a clear error reply instead of a reset connection.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import protocol as P
 
@@ -26,8 +29,11 @@ MIN_PAYLOAD_RATE = 1 << 20   # bytes/s a payload is granted on top of --frame-ti
 
 @dataclass
 class SpooledFrame(P.Frame):
-    """A frame whose payload is in a file (`spool`) instead of memory (`payload` is b"")."""
+    """A frame whose payload is in a file (`spool`) instead of memory (`payload` is b"").
+
+    `write_error` is set (and `spool` is None) when the payload could not be written (a full disk)."""
     spool: Path | None = None
+    write_error: OSError | None = None
 
     def discard(self) -> None:
         if self.spool is not None:
@@ -73,7 +79,10 @@ class FrameStream:
         budget.reschedule(budget.when() + size / MIN_PAYLOAD_RATE)
         if size <= SPOOL_MIN:
             return P.Frame(header, await self._exact(size))
-        return SpooledFrame(header, b"", await self._spool(size))
+        try:
+            return SpooledFrame(header, b"", await self._spool(size))
+        except _SpoolFailed as failed:
+            return SpooledFrame(header, b"", None, failed.error)
 
     async def _exact(self, n: int) -> bytes:
         try:
@@ -85,11 +94,16 @@ class FrameStream:
         return data
 
     async def _spool(self, size: int) -> Path:
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=self.spool_dir, prefix="upload-", suffix=".part")
-        path, ok = Path(name), False
+        """The payload in a new file; _SpoolFailed (after reading the whole payload) when it cannot be written."""
         try:
-            with os.fdopen(fd, "wb") as fh:
+            self.spool_dir.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=self.spool_dir, prefix="upload-", suffix=".part")
+        except OSError as exc:
+            await self._drop(size)
+            raise _SpoolFailed(exc) from None
+        path, ok, error = Path(name), False, None
+        try:
+            with os.fdopen(fd, "wb", buffering=0) as fh:  # unbuffered: a failed write leaves nothing pending
                 left, buf = size, bytearray()
                 while left:
                     piece = await self.reader.read(min(CHUNK - len(buf), left))
@@ -100,10 +114,38 @@ class FrameStream:
                     self._got += len(piece)
                     buf += piece
                     if len(buf) >= CHUNK or not left:
-                        await asyncio.to_thread(fh.write, buf)  # off the loop; buf is not touched meanwhile
+                        try:
+                            await asyncio.to_thread(_write_all, fh, buf)  # off the loop; buf is untouched meanwhile
+                        except OSError as exc:
+                            error = exc
+                            break
                         buf.clear()
+            if error is not None:
+                await self._drop(left)
+                raise _SpoolFailed(error)
             ok = True
             return path
         finally:
             if not ok:
                 path.unlink(missing_ok=True)
+
+    async def _drop(self, left: int) -> None:
+        """Read and discard the rest of a payload that cannot be stored, keeping the framing intact."""
+        while left:
+            piece = await self.reader.read(min(CHUNK, left))
+            if not piece:
+                raise P.FrameError(f"connection closed inside a frame's payload ({self._got} bytes received)")
+            left -= len(piece)
+            self._got += len(piece)
+
+
+def _write_all(fh: Any, data: bytearray) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[fh.write(view):]
+
+
+class _SpoolFailed(Exception):
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error

@@ -39,7 +39,10 @@ class Job:
     queued_seq: int = 0  # seq of the latest "queued" event: where this run (or resumed run) begins
     subscribers: dict[Any, bool] = field(default_factory=dict)  # client -> wants previews
     worker: Any = None
+    kill_timer: Any = None  # the pending hard kill of a cancelled run (asyncio.TimerHandle)
+    checkpoint_name: str | None = None  # newest checkpoint, as of the last look (refresh_checkpoint)
     log: EventLog = field(init=False)
+    _summary: tuple[dict[str, Any], int] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.log = EventLog(self.run.events_path)
@@ -56,6 +59,7 @@ class Job:
     def apply(self, ev: dict[str, Any]) -> None:
         """Fold one event into the job's state (live, and when re-reading events.jsonl)."""
         kind = ev.get("type")
+        self._summary = None
         self.last_seq = max(self.last_seq, int(ev.get("seq", 0)))
         if kind == "queued":
             self.state, self.error, self.cancel_reason = "queued", None, None
@@ -76,20 +80,40 @@ class Job:
                 self.error = {k: ev.get(k, "") for k in ("code", "message", "hint")}
             if kind == "cancelled":
                 self.cancel_reason = ev.get("reason", "user")
+            if isinstance(ev.get("checkpoint"), str) and ev["checkpoint"]:
+                self.checkpoint_name = Path(ev["checkpoint"]).name
 
     def checkpoint(self) -> str | None:
-        """Newest checkpoint file name in ckpt/, if any."""
-        files = sorted(self.run.ckpt.glob("*.pt"), key=lambda p: p.stat().st_mtime) if self.run.ckpt.is_dir() else []
+        """Newest checkpoint file name in ckpt/, if any (a folder walk: keep it off the event loop)."""
+        try:
+            files = sorted(self.run.ckpt.glob("*.pt"), key=lambda p: p.stat().st_mtime)
+        except OSError:  # the folder, or a file in it, went away meanwhile
+            files = []
         return files[-1].name if files else None
 
+    def refresh_checkpoint(self) -> None:
+        """Look at ckpt/ again (a worker thread calls this when a run ends)."""
+        self.checkpoint_name = self.checkpoint()
+        self._summary = None
+
+    def summary_sized(self) -> tuple[dict[str, Any], int]:
+        """list_jobs' entry and its encoded size, cached until the next event (no disk access)."""
+        if self._summary is None:
+            entry = self._summary_now()
+            self._summary = entry, len(json.dumps(entry, ensure_ascii=False, default=str).encode("utf-8", "replace")) + 1
+        return self._summary
+
     def summary(self) -> dict[str, Any]:
+        return self.summary_sized()[0]
+
+    def _summary_now(self) -> dict[str, Any]:
         """What list_jobs shows; text an older version stored unchecked is shown with U+FFFD."""
         return scrub({
             "job_id": self.id, "state": self.state, "created": self.created, "last_seq": self.last_seq,
             "prompt": self.spec.get("prompt", ""), "preset": self.spec.get("preset", ""),
             "prior": self.spec.get("prior", ""), "mode": self.spec.get("mode", "text"),
             "stage": self.stage, "step": self.step, "total": self.total, "run_dir": str(self.run.root),
-            "artifacts": sorted(self.artifacts), "error": self.error, "checkpoint": self.checkpoint(),
+            "artifacts": sorted(self.artifacts), "error": self.error, "checkpoint": self.checkpoint_name,
             "resumable": self.state in RESUMABLE,
         })
 
@@ -121,6 +145,7 @@ class Job:
         job = cls(root.name, run, spec, created=created)
         for ev in job.log.read():
             job.apply(ev)
+        job.checkpoint_name = job.checkpoint()
         if job.state in ("queued", "running"):
             job.state = "interrupted"  # the server went away before the job ended
         return job

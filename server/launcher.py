@@ -93,8 +93,8 @@ class ServerProcess:
         """Block until every worker has imported the engine (so timings exclude start-up)."""
         import time
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            workers = chan.request(P.list_jobs(), timeout=timeout)["workers"]
+        while time.monotonic() < deadline:  # one job is enough: the reply names every worker
+            workers = P.raise_for_error(chan.request(P.list_jobs(limit=1), timeout=timeout))["workers"]
             if all(w["ready"] for w in workers):
                 return workers
             time.sleep(0.1)

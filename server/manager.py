@@ -2,7 +2,12 @@
 
 Every event a job produces goes through `_record`: it gets the job's next sequence number, lands
 in events.jsonl (previews as PNG files next to it), updates the job's state, and is handed to each
-attached client's outbox. Nothing here ever waits for a client.
+attached client's outbox. Nothing here ever waits for a client. An event that cannot be written
+(a full disk) is still applied and delivered, and fails its job (`disk_full`): a job never stays
+"running" because its log could not grow.
+
+list_jobs is served from summaries cached on each job (updated by its events; the checkpoint name
+is looked up off the loop when a run ends), newest first, one bounded page at a time.
 """
 from __future__ import annotations
 
@@ -20,18 +25,24 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Protocol
 
-from engine.run_dir import RunDir
+from engine.run_dir import RunDir, remove_checkpoint_orphans
 
 from .job import RESUMABLE, Job, UnreadableRun
 from .path_policy import PathPolicy
 from .paths import resolve_inside
 from .preview_store import PreviewStore
 from .protocol import ERROR_HINTS, TERMINAL_EVENTS, Frame, ProtocolError, problem
+from .protocol.validation import LIST_PAGE_MAX
+from .storage_errors import storage_error, storage_problem
+from .submit_check import check_submit
 from .wire_text import scrub
 from .worker_handle import WorkerHandle
 
 log = logging.getLogger("vsdream.server")
 LOG_TAIL_LINES = 40
+PAGE_DEFAULT = 100  # list_jobs entries per reply unless the client asks (at most LIST_PAGE_MAX)
+PAGE_BYTES = 512 << 10  # a page stops before its jobs would pass this many bytes of JSON (header cap: 1 MiB)
+UNREADABLE_SHOWN = 100  # unreadable run folders named per reply (the count is always whole)
 
 
 class Subscriber(Protocol):
@@ -49,6 +60,7 @@ class JobManager:
         self.devices, self.job_fn = devices, job_fn
         self.max_queue, self.cancel_grace_s = max_queue, cancel_grace_s
         self.jobs: dict[str, Job] = {}
+        self.order: list[Job] = []  # oldest first (list_jobs pages from the end)
         self.queue: deque[Job] = deque()
         self.slots: list[WorkerHandle | None] = [None] * len(devices)
         self.closing = False
@@ -76,6 +88,7 @@ class JobManager:
                 continue
             if job is not None:
                 self.jobs[job.id] = job
+        self.order = sorted(self.jobs.values(), key=lambda j: (j.created, j.id))
         for slot in range(len(self.devices)):
             self._spawn_worker(slot)
         if resume_unfinished:
@@ -92,7 +105,7 @@ class JobManager:
 
     def _spawn_worker(self, slot: int) -> None:
         loop = asyncio.get_running_loop()
-        feed = lambda w, msg: self._inbox.put_nowait((w, msg))  # noqa: E731 - called on the loop thread
+        feed = lambda w, msg: self._inbox.put_nowait((w, msg))  # noqa: E731 - on the loop; bounded by credits
         self.slots[slot] = WorkerHandle(slot, self.devices[slot], self.job_fn, loop, feed,
                                         lambda w, code: feed(w, ("exit", code)))
 
@@ -115,17 +128,27 @@ class JobManager:
         if problems:
             raise ProtocolError("invalid_spec", "the job spec names files this server does not serve: "
                                 + ", ".join(p["field"] for p in problems), problems=problems)
-        run = RunDir(root).create()
-        if mesh_path is not None:  # up to 256 MiB: off the event loop
-            mesh_path.parent.mkdir(parents=True, exist_ok=True)
-            if mesh_file is not None:
-                await asyncio.to_thread(shutil.move, mesh_file, mesh_path)  # a rename on one file system
-            else:
-                await asyncio.to_thread(mesh_path.write_bytes, mesh)
-        run.write_spec(spec)
-        job = Job(job_id, run, spec.to_dict())
+        await check_submit(spec, mesh, mesh_file, header.get("mesh_name"), self.spool_dir)  # before any run folder
+        job = None
+        try:  # a full disk answers disk_full and leaves no half run folder behind
+            run = RunDir(root).create()
+            if mesh_path is not None:  # up to 256 MiB: off the event loop
+                mesh_path.parent.mkdir(parents=True, exist_ok=True)
+                if mesh_file is not None:
+                    await asyncio.to_thread(shutil.move, mesh_file, mesh_path)  # a rename on one file system
+                else:
+                    await asyncio.to_thread(mesh_path.write_bytes, mesh)
+            run.write_spec(spec)
+            job = Job(job_id, run, spec.to_dict())
+            await self._enqueue(job, resumed=False)
+        except OSError as exc:
+            if job is not None:
+                job.log.close()
+            await asyncio.to_thread(shutil.rmtree, root, ignore_errors=True)
+            log.error("submit: cannot write the run folder %s: %s", root, exc)
+            raise storage_error(exc, "the new job's run folder", self.runs_dir) from None
         self.jobs[job_id] = job
-        await self._enqueue(job, resumed=False)
+        self.order.append(job)
         return job
 
     async def resume(self, job: Job) -> Job:
@@ -148,9 +171,15 @@ class JobManager:
             raise ProtocolError("busy", f"{len(self.queue)} jobs are already waiting (limit {self.max_queue})")
 
     async def _enqueue(self, job: Job, resumed: bool) -> None:
+        """Queue it once its "queued" event is on disk; an OSError (full disk) leaves the job as it was."""
+        try:
+            await self._record(job, "queued", {"position": len(self.queue), "resumed": resumed}, strict=True)
+        except OSError as exc:
+            if resumed:
+                raise storage_error(exc, f"the events of job {job.id}", self.runs_dir) from None
+            raise
         self.queue.append(job)
         job.worker = None
-        await self._record(job, "queued", {"position": len(self.queue) - 1, "resumed": resumed})
         self._schedule()
 
     async def cancel(self, job: Job, reason: str = "user") -> str:
@@ -161,13 +190,25 @@ class JobManager:
                                                   "checkpoint": job.checkpoint()})
         elif job.state == "running" and job.cancel_reason is None and job.worker is not None:
             job.cancel_reason = reason
-            job.worker.request_stop()
-            asyncio.get_running_loop().call_later(self.cancel_grace_s, self._hard_kill, job, job.worker,
-                                                  job.queued_seq)
+            self._stop_worker(job)
         return job.state
+
+    def _stop_worker(self, job: Job) -> None:
+        """Ask the job's worker to stop (it checkpoints); kill it if it has not stopped after the grace."""
+        if job.worker is not None:
+            job.worker.request_stop()
+            self._arm_kill(job, job.worker)
+
+    def _arm_kill(self, job: Job, worker: WorkerHandle) -> None:
+        """(Re)start the grace: from the cancel request, and again when the worker says it is saving."""
+        if job.kill_timer is not None:
+            job.kill_timer.cancel()
+        job.kill_timer = asyncio.get_running_loop().call_later(self.cancel_grace_s, self._hard_kill, job, worker,
+                                                               job.queued_seq)
 
     def _hard_kill(self, job: Job, worker: WorkerHandle, run_seq: int) -> None:
         """Kill the worker if this very run of the job (not a later resume) is still going."""
+        job.kill_timer = None
         if worker.job_id == job.id and job.queued_seq == run_seq and not worker.exited:
             log.warning("job %s did not stop within %.0f s; killing its worker", job.id, self.cancel_grace_s)
             worker.kill()
@@ -192,9 +233,21 @@ class JobManager:
         """0 for the next job to start (and for a job not in the queue)."""
         return next((i for i, j in enumerate(self.queue) if j is job), 0)
 
-    def job_summaries(self) -> list[dict[str, Any]]:
-        """Every known job's summary, oldest first (list_jobs)."""
-        return [j.summary() for j in sorted(self.jobs.values(), key=lambda j: j.created)]
+    def job_page(self, offset: int = 0, limit: int | None = None) -> dict[str, Any]:
+        """One list_jobs page, newest first: {jobs, total, offset, next_offset}. The page ends after
+        `limit` jobs or before its JSON would pass PAGE_BYTES (at least one job per page); built
+        from cached summaries, so it never touches the disk."""
+        total, limit = len(self.order), max(1, min(int(limit or PAGE_DEFAULT), LIST_PAGE_MAX))
+        jobs: list[dict[str, Any]] = []
+        used, i = 0, offset
+        while i < total and len(jobs) < limit:
+            entry, size = self.order[total - 1 - i].summary_sized()
+            if jobs and used + size > PAGE_BYTES:
+                break
+            jobs.append(entry)
+            used += size
+            i += 1
+        return {"jobs": jobs, "total": total, "offset": offset, "next_offset": i if i < total else None}
 
     async def preview_payload(self, job: Job, event: dict[str, Any]) -> bytes | None:
         """The image bytes of a recorded preview event; None when its files are gone."""
@@ -202,8 +255,11 @@ class JobManager:
 
     def unreadable_runs(self) -> list[dict[str, Any]]:
         """Run folders that exist but cannot be read as jobs, with the reason (list_jobs shows them)."""
-        return scrub([{"job_id": name, "run_dir": str(self.runs_dir / name), "error": why}
-                      for name, why in sorted(self.unreadable.items())])
+        return scrub([{"job_id": name, "run_dir": str(self.runs_dir / name), "error": why[:500]}
+                      for name, why in sorted(self.unreadable.items())[:UNREADABLE_SHOWN]])
+
+    def unreadable_count(self) -> int:
+        return len(self.unreadable)
 
     def status(self) -> dict[str, Any]:
         return {"running": [j.id for j in self.jobs.values() if j.state == "running"], "queued": len(self.queue)}
@@ -226,6 +282,10 @@ class JobManager:
 
     async def _start(self, worker: WorkerHandle, job: Job) -> None:
         await self._record(job, "started", {"device": worker.device, "worker_pid": worker.pid or 0})
+        if job.terminal:  # "started" could not be written (full disk): the job failed before it ran
+            worker.job_id, job.worker = None, None
+            self._schedule()
+            return
         worker.run(job.id, job.spec, str(job.run.root))  # a broken pipe shows up as the worker's exit
 
     async def _pump(self) -> None:
@@ -248,16 +308,25 @@ class JobManager:
             if worker.import_error:
                 log.error("worker %s cannot import the engine:\n%s", worker.pid, worker.import_error)
             self._schedule()
-        elif kind == "event" and job is not None and not job.terminal:
+        elif kind == "event":
+            release = worker.release_credit if len(msg) > 3 and msg[3] else None
+            if job is None or job.terminal:
+                if release is not None:
+                    release()
+                return
             header, payload = dict(msg[1]), msg[2]
             ev = header.pop("event")
             if ev == "cancelled":
                 header["reason"] = job.cancel_reason or "user"
-            await self._record(job, ev, header, payload)
+            await self._record(job, ev, header, payload, recorded=release)
+        elif kind == "stopping":
+            if job is not None and job.cancel_reason is not None and job.worker is worker:
+                self._arm_kill(job, worker)  # the cancel checkpoint is being written: a full grace for it
         elif kind == "end":
             worker.job_id = None
             if job is not None:
                 job.worker = None
+                self._spawn_task(self._run_over(job))
             self._schedule()
         elif kind == "exit":
             await self._on_exit(worker, job, msg[1])
@@ -276,31 +345,81 @@ class JobManager:
                                f"in {job.stage or 'start-up'} at step {job.step}",
                     "hint": _crash_hint(code), "log_tail": log_tail(job.run.root / "worker.log")})
             job.worker = None
+        if job is not None:
+            self._spawn_task(self._run_over(job))
         if self.slots[worker.slot] is worker and not self.closing:
             delay = self._crash_backoff[worker.slot] if not worker.ready else 0.0
             self._crash_backoff[worker.slot] = min(max(delay * 2, 1.0), 30.0) if not worker.ready else 0.0
             self.slots[worker.slot] = None
             asyncio.get_running_loop().call_later(delay, self._respawn, worker.slot)
 
+    async def _run_over(self, job: Job) -> None:
+        """A worker is done with the job: drop temp files of checkpoint writes it never finished,
+        and look up the newest checkpoint for list_jobs (a folder walk: off the loop)."""
+        removed = await asyncio.to_thread(remove_checkpoint_orphans, job.run.ckpt)
+        if removed:
+            log.info("job %s: removed unfinished checkpoint writes %s", job.id, ", ".join(removed))
+        await asyncio.to_thread(job.refresh_checkpoint)
+
     def _respawn(self, slot: int) -> None:
         if not self.closing and self.slots[slot] is None:
             self._spawn_worker(slot)
 
     # -------------------------------------------------------------- events
-    async def _record(self, job: Job, kind: str, fields: dict[str, Any], payload: bytes = b"") -> None:
+    async def _record(self, job: Job, kind: str, fields: dict[str, Any], payload: bytes = b"",
+                      strict: bool = False, recorded: Any = None) -> None:
+        """Log, apply and deliver one event. `recorded()` runs once it is fully stored (a preview:
+        once its PNG is written), giving the worker its flow-control credit back. `strict`: an
+        OSError from the log is raised before anything is applied (the caller refuses the request);
+        otherwise the event still counts, and a non-terminal one fails the job (disk_full)."""
         lock = self._locks.setdefault(job.id, asyncio.Lock())
         async with lock:
-            header = {"type": kind, "job_id": job.id, "seq": job.last_seq + 1, "time": time.time()}
-            header.update((k, v) for k, v in _finite(fields).items() if k not in header)
-            if kind == "preview" and payload:
-                header.update(self.previews.store(job.id, job.run.root, header, payload))
-            job.log.append(header, sync=kind in TERMINAL_EVENTS)
-            job.apply(header)
-            if kind in TERMINAL_EVENTS:
-                job.log.close()
-            for client, previews in list(job.subscribers.items()):
-                if kind != "preview" or previews:
-                    client.deliver(Frame(header, payload))
+            try:
+                header = {"type": kind, "job_id": job.id, "seq": job.last_seq + 1, "time": time.time()}
+                header.update((k, v) for k, v in _finite(fields).items() if k not in header)
+                if kind == "preview" and payload:
+                    header.update(self.previews.store(job.id, job.run.root, header, payload, on_written=recorded))
+                    recorded = None
+                try:
+                    job.log.append(header, sync=kind in TERMINAL_EVENTS)
+                except OSError as exc:
+                    if strict:
+                        raise
+                    self._apply(job, header, payload)
+                    if kind not in TERMINAL_EVENTS:
+                        self._fail_unlogged(job, exc)
+                    else:
+                        log.error("job %s: its %s event could not be written to %s: %s", job.id, kind,
+                                  job.log.path, exc)
+                    return
+                self._apply(job, header, payload)
+            finally:
+                if recorded is not None:
+                    recorded()
+
+    def _apply(self, job: Job, header: dict[str, Any], payload: bytes = b"") -> None:
+        kind = header["type"]
+        job.apply(header)
+        if kind in TERMINAL_EVENTS:
+            job.log.close()
+        for client, previews in list(job.subscribers.items()):
+            if kind != "preview" or previews:
+                client.deliver(Frame(header, payload))
+
+    def _fail_unlogged(self, job: Job, exc: OSError) -> None:
+        """The job's log cannot grow: the job fails now (told to its clients and to list_jobs even if
+        this event cannot be logged either) and its worker is stopped; resume works once there is room."""
+        code, message, hint = storage_problem(exc, f"the events of job {job.id} ({job.log.path.name})",
+                                              self.runs_dir)
+        log.error("job %s fails: %s", job.id, message)
+        header = {"type": "failed", "job_id": job.id, "seq": job.last_seq + 1, "time": time.time(),
+                  "code": code, "message": message, "hint": hint, "stage": job.stage, "step": job.step}
+        try:
+            job.log.append(header, sync=True)
+        except OSError:
+            pass  # the next server start shows it as interrupted (resumable) instead
+        self._apply(job, header)
+        self._stop_worker(job)
 
     # ------------------------------------------------------------ shutdown
     async def shutdown(self) -> None:

@@ -4,11 +4,15 @@ The engine already writes a lossless PNG of each RGB preview and names it in the
 when it did, events.jsonl references that file. Otherwise (normal maps, other job sources) the
 server writes its own PNGs — off the event path, so delivery never waits for an encoder; until a
 write lands, the bytes are served from memory. Replay decodes the PNGs back to the exact RGB bytes.
+The frames waiting for their PNG are bounded by the worker's flow-control credits: the manager
+gives a preview's credit back only once its file is written (`on_written`), so a job that emits
+faster than the encoder keeps waiting in its worker instead of piling frames up here.
 """
 from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -72,15 +76,31 @@ class PreviewStore:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preview-png")
         self._pending: dict[tuple[str, int], bytes] = {}
 
-    def store(self, job_id: str, root: Path, header: dict[str, Any], payload: bytes) -> dict[str, str]:
+    def store(self, job_id: str, root: Path, header: dict[str, Any], payload: bytes,
+              on_written: Callable[[], None] | None = None) -> dict[str, str]:
+        """Plan (and start writing) the frame's PNGs; `on_written` runs on the loop once they are
+        written or failed (at once when there is nothing to write)."""
         files, writes = plan_preview(root, header, payload)
-        if writes:
-            key = (job_id, int(header["seq"]))
-            self._pending[key] = payload
-            loop = asyncio.get_running_loop()
-            future = self._pool.submit(write_pngs, root, writes)
-            future.add_done_callback(lambda _f: loop.call_soon_threadsafe(self._pending.pop, key, None))
+        if not writes:
+            if on_written is not None:
+                on_written()
+            return files
+        key = (job_id, int(header["seq"]))
+        self._pending[key] = payload
+        loop = asyncio.get_running_loop()
+
+        def written() -> None:
+            self._pending.pop(key, None)
+            if on_written is not None:
+                on_written()
+
+        future = self._pool.submit(write_pngs, root, writes)
+        future.add_done_callback(lambda _f: loop.call_soon_threadsafe(written))
         return files
+
+    @property
+    def pending_bytes(self) -> int:
+        return sum(len(v) for v in self._pending.values())
 
     async def load(self, job_id: str, root: Path, header: dict[str, Any]) -> bytes | None:
         pending = self._pending.get((job_id, int(header.get("seq", 0))))

@@ -4,6 +4,15 @@ It is a `multiprocessing` spawn child, so a segfault, CUDA OOM or kill here neve
 down. Each job's stdout/stderr (and faulthandler dumps of a crash) go to <run>/worker.log, which
 the server quotes when the worker dies. The job function is `engine.pipeline:run_job` unless the
 server was started with --job-fn (benchmarks use a synthetic preview source).
+
+Flow control: progress and preview events (data) each take a credit from `credits`, a semaphore
+the server releases once it has recorded the event (a preview: once its PNG is on disk), so at
+most `worker_handle.CREDITS` of them are ever in the pipe or the server's queue; a job that
+emits faster than the server records waits here instead of growing the server's memory. Control
+messages (stage, artifact, log, terminal events, "stopping") take no credit, and a cancel is a
+shared event, so neither ever waits behind data; once a stop is requested, data that finds no
+credit is dropped. "stopping" tells the server the job saw its stop request and is writing its
+last checkpoint: the server starts the cancel grace from then.
 """
 from __future__ import annotations
 
@@ -28,7 +37,11 @@ def load_job_fn(target: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name or "run_job")
 
 
-def worker_main(conn: Any, stop: Any, device: str, job_fn: str, server_pid: int) -> None:
+FLOW_CONTROLLED = ("progress", "preview")
+CREDIT_POLL_S = 0.05  # how often a data event waiting for a credit looks at the stop flag
+
+
+def worker_main(conn: Any, stop: Any, device: str, job_fn: str, server_pid: int, credits: Any = None) -> None:
     """Spawn target: prewarm the engine import, then serve ("job", body) messages until "quit"/EOF."""
     _stdout_to_stderr()
     faulthandler.enable(all_threads=True)
@@ -47,7 +60,7 @@ def worker_main(conn: Any, stop: Any, device: str, job_fn: str, server_pid: int)
         if kind == "quit":
             return
         if kind == "job":
-            run_one(conn, stop, device, fn, import_error, body)
+            run_one(conn, stop, device, fn, import_error, body, credits)
             try:
                 conn.send(("end", {"job_id": body["job_id"]}))
             except OSError:
@@ -55,7 +68,7 @@ def worker_main(conn: Any, stop: Any, device: str, job_fn: str, server_pid: int)
 
 
 def run_one(conn: Any, stop: Any, device: str, fn: Callable[..., Any] | None, import_error: str | None,
-            body: dict[str, Any]) -> None:
+            body: dict[str, Any], credits: Any = None) -> None:
     """Run one job; always ends with exactly one terminal event (done, failed or cancelled)."""
     from engine.errors import JobCancelled, error_code
     from engine.events import Cancelled, Done, Failed, event_to_dict
@@ -63,6 +76,15 @@ def run_one(conn: Any, stop: Any, device: str, fn: Callable[..., Any] | None, im
 
     run_dir = Path(body["run_dir"])
     terminal: list[str] = []
+    lock = threading.Lock()  # a job may emit from more than one thread; the pipe takes one message at a time
+    stopping: list[bool] = []
+
+    def post(msg: tuple) -> None:
+        try:
+            with lock:
+                conn.send(msg)
+        except OSError:  # the server is gone: stop at the next step, which writes a checkpoint
+            stop.set()
 
     def send(ev: Any, extra: dict[str, Any] | None = None) -> None:
         if terminal:
@@ -71,10 +93,18 @@ def run_one(conn: Any, stop: Any, device: str, fn: Callable[..., Any] | None, im
         header.update(extra or {})
         if header["event"] in ("done", "failed", "cancelled"):
             terminal.append(header["event"])
-        try:
-            conn.send(("event", header, payload))
-        except OSError:  # the server is gone: stop at the next step, which writes a checkpoint
-            stop.set()
+        credited = credits is not None and header["event"] in FLOW_CONTROLLED
+        if credited and not _take_credit(credits, stop):
+            return  # cancelled while the server was behind: this progress/preview is stale anyway
+        post(("event", header, payload, credited))
+
+    def should_stop() -> bool:
+        if not stop.is_set():
+            return False
+        if not stopping:  # the job is about to write its cancel checkpoint: the server's grace starts now
+            stopping.append(True)
+            post(("stopping", {"job_id": body["job_id"]}))
+        return True
 
     with open(run_dir / "worker.log", "ab", buffering=0) as log, _redirect_fds(log.fileno()):
         print(f"[worker {os.getpid()}] job {body['job_id']} on device {device}", file=sys.stderr, flush=True)
@@ -84,7 +114,7 @@ def run_one(conn: Any, stop: Any, device: str, fn: Callable[..., Any] | None, im
             spec = JobSpec.from_dict(body["spec"]).validate()
             if spec.device == "auto" and device != "auto":
                 spec.device = device
-            result = fn(spec, run_dir, send, stop.is_set)
+            result = fn(spec, run_dir, send, should_stop)
             send(Done(result if isinstance(result, dict) else {}))
         except JobCancelled as exc:
             send(Cancelled(exc.stage, exc.step, exc.checkpoint))
@@ -98,6 +128,14 @@ def run_one(conn: Any, stop: Any, device: str, fn: Callable[..., Any] | None, im
         finally:
             sys.stderr.flush()
             _release_gpu_memory()
+
+
+def _take_credit(credits: Any, stop: Any) -> bool:
+    """Wait for the server to have room for one more data event; False once a stop is requested."""
+    while not credits.acquire(timeout=CREDIT_POLL_S):
+        if stop.is_set():
+            return False
+    return True
 
 
 def _release_gpu_memory() -> None:

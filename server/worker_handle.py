@@ -1,7 +1,10 @@
 """One worker process seen from the server: spawn it, hand it jobs, stop or kill it, notice its death.
 
 A reader thread turns pipe messages into event-loop callbacks, so the engine never waits on the
-server's clients. Each spawned process is one WorkerHandle; after a crash the manager makes a new one.
+server's clients. The server's own pace does bound it: data events (progress, previews) need one
+of CREDITS credits, which the manager gives back once each is recorded (server/worker.py), so the
+pipe and the manager's queue hold at most CREDITS of them however fast a job emits. Each spawned
+process is one WorkerHandle; after a crash the manager makes a new one.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from .worker import worker_main
 
 OnMessage = Callable[["WorkerHandle", tuple], None]
 OnExit = Callable[["WorkerHandle", "int | None"], None]
+CREDITS = 16  # data events in flight from one worker (≈ 12 MiB of 512² previews)
 
 
 class WorkerHandle:
@@ -26,7 +30,9 @@ class WorkerHandle:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe(duplex=True)
         self.stop = ctx.Event()
-        self.process = ctx.Process(target=worker_main, args=(child, self.stop, device, job_fn, os.getpid()),
+        self.credits = ctx.Semaphore(CREDITS)
+        self.process = ctx.Process(target=worker_main,
+                                   args=(child, self.stop, device, job_fn, os.getpid(), self.credits),
                                    name=f"vsdream-worker-{slot}", daemon=True)
         self.process.start()
         child.close()
@@ -72,6 +78,10 @@ class WorkerHandle:
             return True
         except OSError:
             return False
+
+    def release_credit(self) -> None:
+        """One data event is recorded: the worker may send another."""
+        self.credits.release()
 
     def request_stop(self) -> None:
         self.stop.set()

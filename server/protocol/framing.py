@@ -37,6 +37,8 @@ ERROR_HINTS: dict[str, str] = {
     "weights_missing": "fetch the model weights with: vsdream models fetch",
     "worker_crashed": "the checkpoint is kept: resume the job; if it happens again, see worker.log in the run folder",
     "engine_error": "see the traceback in the job's worker.log; report it with the run folder's spec.json",
+    "disk_full": "free space on the disk of the engine's runs folder, then try again or resume the job",
+    "storage_error": "check that the engine's runs folder exists and is writable, then try again",
     "internal": "a server bug; the server log has details",
 }
 

@@ -47,8 +47,9 @@ def resume(job_id: str, attach: bool = True, previews: bool = True, id: Any = No
     return make("resume", job_id=job_id, attach=attach, previews=previews, id=id)
 
 
-def list_jobs(id: Any = None) -> Frame:
-    return make("list_jobs", id=id)
+def list_jobs(offset: int | None = None, limit: int | None = None, id: Any = None) -> Frame:
+    """One page of the job history, newest first (the reply says `total` and `next_offset`)."""
+    return make("list_jobs", offset=offset, limit=limit, id=id)
 
 
 def attach(job_id: str, from_seq: int = 0, previews: bool = True, id: Any = None) -> Frame:

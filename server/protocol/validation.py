@@ -16,6 +16,7 @@ JOB_STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 TERMINAL_EVENTS = ("done", "failed", "cancelled")
 MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply")
 MAX_SAFE_INT = 2**53 - 1             # offsets, lengths and seqs every JSON reader keeps exact
+LIST_PAGE_MAX = 500                  # list_jobs: most jobs one page may ask for
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 
 # field -> kind; "!" suffix = required; kinds: str int num bool obj list any; "?" prefix = may be null
@@ -26,7 +27,7 @@ CLIENT_MESSAGES: dict[str, dict[str, str]] = {
                "previews": "bool"},
     "cancel": {"job_id": "str!"},
     "resume": {"job_id": "str!", "attach": "bool", "previews": "bool"},
-    "list_jobs": {},
+    "list_jobs": {"offset": "int", "limit": "int"},
     "attach": {"job_id": "str!", "from_seq": "int", "previews": "bool"},
     "detach": {"job_id": "str!"},
     "get_artifact": {"job_id": "str!", "name": "str!", "offset": "int", "length": "int"},
@@ -40,7 +41,8 @@ SERVER_MESSAGES: dict[str, dict[str, str]] = {
     "accepted": {"job_id": "str!", "position": "int!", "run_dir": "str!", "resumed": "bool"},
     "attached": {"job_id": "str!", "state": "str!", "last_seq": "int!"},
     "detached": {"job_id": "str!"},
-    "jobs": {"jobs": "list!", "workers": "list!", "unreadable": "list"},
+    "jobs": {"jobs": "list!", "workers": "list!", "unreadable": "list", "total": "int", "offset": "int",
+             "next_offset": "?int", "unreadable_total": "int"},
     "artifact_data": {"job_id": "str!", "name": "str!", "size": "int!", "offset": "int!", "sha256": "str!"},
     "pong": {"nonce": "any", "time": "num!"},
     "ack": {"what": "str!", "job_id": "str", "state": "str"},
@@ -139,6 +141,8 @@ def _client_rules(mtype: str, h: dict[str, Any]) -> list[dict[str, Any]]:
     for name in ("from_seq", "offset", "length"):
         if is_int(h.get(name)) and not 0 <= h[name] <= MAX_SAFE_INT:
             out.append(problem(name, h[name], "an integer in [0, 2^53 - 1]"))
+    if mtype == "list_jobs" and is_int(h.get("limit")) and not 1 <= h["limit"] <= LIST_PAGE_MAX:
+        out.append(problem("limit", h["limit"], f"an integer in [1, {LIST_PAGE_MAX}] (jobs per page)"))
     has_payload = is_int(h.get("payload_bytes")) and h["payload_bytes"] > 0
     if mtype == "submit":
         if ("spec" in h) == ("preset" in h):
