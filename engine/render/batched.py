@@ -14,6 +14,7 @@ import torch
 from .geometry import sphere_intersect
 from .importance import early_stop_cut, pdf_positions, stratified_bins, union_partition
 from .jitter import ray_offsets
+from .packed import sample_normals
 
 
 def render_batched(field, o, d, samples, radius, dgen, occupancy, want_normals, eps, fine: int = 0):
@@ -56,9 +57,7 @@ def render_batched(field, o, d, samples, radius, dgen, occupancy, want_normals, 
     out_depth = out_depth.index_put((ids,), depth)
     out_depth_sq = out_depth_sq.index_put((ids,), nerfacc.accumulate_along_rays(weights, t_mid[..., None] ** 2))
     if want_normals:
-        normals = torch.zeros_like(pts)
-        if sel[0].numel():
-            normals[sel] = field.density_and_normal(pts[sel])[1].to(dt)
+        normals = torch.zeros_like(pts).index_put(sel, sample_normals(field, pts[sel]))
         out_normal = out_normal.index_put((ids,), nerfacc.accumulate_along_rays(weights.detach(), normals))
     return out_rgb, out_opacity, out_depth, out_normal, out_depth_sq
 

@@ -37,7 +37,7 @@ from ..field.occupancy import OccupancyGrid
 from .batched import render_batched
 from .geometry import sphere_intersect
 from .jitter import device_generator, ray_offsets
-from .packed import DEFAULT_CHUNK, render_packed
+from .packed import DEFAULT_CHUNK, render_packed, sample_normals
 
 METHODS = ("auto", "packed", "batched", "nerfacc")
 
@@ -190,6 +190,6 @@ def _render_nerfacc(field, o, d, samples, radius, dgen, occupancy, want_normals,
     depth_sq = nerfacc.accumulate_along_rays(extras["weights"], ((ts + te) / 2)[:, None] ** 2, ri, n_rays)
     normal = None
     if want_normals:
-        n = field.density_and_normal(positions(ts, te, ri))[1] if ri.numel() else o.new_zeros(0, 3)
+        n = sample_normals(field, positions(ts, te, ri))  # chunked: bounded peak on all samples
         normal = nerfacc.accumulate_along_rays(extras["weights"].detach(), n, ri, n_rays)
     return rgb, opacity, depth, normal, depth_sq

@@ -168,7 +168,7 @@ class NerfStage(HoldsPhi, Stage):
         cams = self.sampler.held_out_orbit(res, views=1)
         rgbs, normals = [], []
         for i in range(len(self.particles)):
-            with torch.enable_grad():  # normals come from the density gradient
+            with torch.no_grad():  # no RGB graph kept; the normals' own pass is chunked (render/packed.py)
                 out = self.render_views(cams, particle=i, normals=True)
             rgbs.append(to_uint8(out.rgb[0]))
             # the renderer's normal is opacity-weighted, so empty space shows as neutral grey
