@@ -21,7 +21,7 @@ def mps_available() -> bool:
 
 def resolve_device(name: str) -> torch.device:
     """auto: CUDA, then Apple's MPS, then the CPU (engine/devices.py has the rules)."""
-    return torch.device(pick_device(name, torch.cuda.is_available(), mps_available()))
+    return torch.device(pick_device(name, torch.cuda.is_available(), mps_available(), torch.cuda.device_count()))
 
 
 @dataclass

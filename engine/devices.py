@@ -7,22 +7,69 @@ MPS lacks run on the CPU instead of failing (PYTORCH_ENABLE_MPS_FALLBACK=1, set 
 """
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
+from functools import cache
+
+from .errors import EngineError
 
 PRECISIONS = ("fp16", "bf16", "fp32")
-_DEVICE = re.compile(r"(auto|cpu|cuda|mps)(:\d+)?")
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,4})?")
 
 
-def pick_device(name: str, cuda_ok: bool, mps_ok: bool) -> str:
-    """The torch device string for a requested name ('auto', 'cpu', 'cuda', 'cuda:N', 'mps')."""
+class DeviceUnavailable(EngineError, ValueError):
+    """The spec names a device this machine does not have: the spec's problem, said before any work."""
+
+    code = "invalid_spec"
+    hint = "set device to 'auto' (the best device this machine has) or 'cpu'"
+
+
+def device_problem(name: str, cuda_ok: bool, mps_ok: bool, cuda_count: int | None = None) -> str | None:
+    """Why device `name` cannot run here (None: it can). `cuda_count` None = unknown, any index allowed."""
     if not _DEVICE.fullmatch(name):
-        raise ValueError(f"device {name!r}: use auto, cpu, cuda, cuda:N or mps")
+        return f"device {name!r}: use auto, cpu, cuda, cuda:N or mps"
+    if name == "mps" and not mps_ok:
+        return ("device 'mps' is not available: it needs an Apple Silicon Mac with macOS 12.3+ and a "
+                "torch build with MPS; use auto or cpu")
+    if name.startswith("cuda"):
+        if not cuda_ok or cuda_count == 0:
+            return (f"device {name!r} is not available: this machine's torch sees no CUDA GPU (a CPU-only "
+                    "torch build, or no driver); use auto or cpu")
+        index = int(name.partition(":")[2] or 0)
+        if cuda_count is not None and index >= cuda_count:
+            return (f"device {name!r} is not available: this machine has {cuda_count} CUDA GPU"
+                    f"{'s' if cuda_count != 1 else ''} (cuda:0{f' … cuda:{cuda_count - 1}' if cuda_count > 1 else ''}); "
+                    "use one of them, auto or cpu")
+    return None
+
+
+def pick_device(name: str, cuda_ok: bool, mps_ok: bool, cuda_count: int | None = None) -> str:
+    """The torch device string for a requested name ('auto', 'cpu', 'cuda', 'cuda:N', 'mps');
+    DeviceUnavailable (a ValueError) when this machine lacks it."""
+    why = device_problem(name, cuda_ok, mps_ok, cuda_count)
+    if why is not None:
+        raise DeviceUnavailable(why)
     if name == "auto":
         return "cuda" if cuda_ok else "mps" if mps_ok else "cpu"
-    if name == "mps" and not mps_ok:
-        raise ValueError("device 'mps' is not available: it needs an Apple Silicon Mac with macOS 12.3+ and a "
-                         "torch build with MPS; use auto or cpu")
     return name
+
+
+@cache
+def probe_devices(timeout_s: float = 120.0) -> tuple[int, bool] | None:
+    """(CUDA device count, MPS available) as this Python's torch sees them, asked in a child process so
+    the caller (the server, which never imports torch) pays no memory for it; None when it cannot tell."""
+    code = ("import json, torch; m = getattr(torch.backends, 'mps', None); "
+            "print(json.dumps([torch.cuda.device_count() if torch.cuda.is_available() else 0, "
+            "bool(m is not None and m.is_available())]))")
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout_s,
+                             check=True).stdout
+        count, mps = json.loads(out.strip().splitlines()[-1])
+        return int(count), bool(mps)
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError, TypeError):
+        return None
 
 
 def precision_for(device_type: str, precision: str = "auto", bf16_ok: bool = False) -> str:

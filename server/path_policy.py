@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.priors.registry import analytic_tokens, canonical_prior
+
 MODEL_NAMES_NOT_PATHS = ("shared",)  # phi_model = "shared": a LoRA on the pretrained UNet
 
 
@@ -96,16 +98,18 @@ class PathPolicy:
     def _prior(self, prior: Any, roots: tuple[Path, ...], where: str, problems: list[dict[str, Any]]) -> Any:
         if not isinstance(prior, str):
             return prior  # the spec's own validation names it
+        if prior != canonical_prior(prior):  # the spec refuses these too; never strip here and load padded
+            problems.append(_problem("prior", prior, "the prior written without white space around it or its "
+                                                     "parts (e.g. analytic:mesh=input/ref.glb)"))
+            return prior
         if prior.startswith("sd:"):
             return "sd:" + self._model("prior", prior[3:], roots, where, problems, shown=prior)
         if not prior.startswith("analytic:"):
             return prior
-        rest = prior[len("analytic:"):].strip()
-        tokens = [rest] if rest.startswith("mesh=") else [t.strip() for t in rest.split(",")]
         out = []
-        for tok in tokens:
+        for tok in analytic_tokens(prior[len("analytic:"):]):
             if tok.startswith("mesh="):
-                tok = "mesh=" + self._file("prior", tok[5:].strip(), roots, where, problems, shown=prior)
+                tok = "mesh=" + self._file("prior", tok[5:], roots, where, problems, shown=prior)
             out.append(tok)
         return "analytic:" + ",".join(out)
 
@@ -115,13 +119,16 @@ def _problem(field: str, value: Any, allowed: str) -> dict[str, Any]:
 
 
 def _resolve(value: Any, base: Path) -> Path | None:
-    """Absolute, symlink-free form of a path (relative = inside `base`); None when it is no path."""
-    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+    """Absolute, symlink-free form of a path (relative = inside `base`); None when it is no path.
+
+    The value is taken exactly as written (the spec refuses padded paths), and no answer depends on
+    whether a path outside the roots exists: resolving is lexical where the file is missing."""
+    if not isinstance(value, str) or not value or value != value.strip() or "\x00" in value:
         return None
-    p = Path(value.strip()).expanduser()
     try:
+        p = Path(value).expanduser()
         return (p if p.is_absolute() else base / p).resolve()
-    except (OSError, RuntimeError, ValueError):
+    except (OSError, RuntimeError, ValueError):  # ENAMETOOLONG, a symlink loop, no home directory
         return None
 
 
@@ -129,9 +136,12 @@ def _is_model_name(value: str) -> bool:
     """A hub id (`org/name`) or a built-in name rather than a file system path."""
     if value in MODEL_NAMES_NOT_PATHS:
         return True
-    v = value.strip()
-    if not v or v.startswith((".", "~", "/")) or "\\" in v or ":" in v or v.count("/") > 1:
+    v = value
+    if not v or v != v.strip() or v.startswith((".", "~", "/")) or "\\" in v or ":" in v or v.count("/") > 1:
         return False
-    if ".." in v.split("/"):
+    if ".." in v.split("/") or any(len(part.encode("utf-8", "replace")) > 96 for part in v.split("/")):
+        return False  # hub ids are at most 96 characters per part
+    try:
+        return not Path(v).exists()  # the engine would read a folder of that name in its working directory
+    except (OSError, ValueError):
         return False
-    return not Path(v).exists()  # the engine would read a folder of that name in its working directory

@@ -1,6 +1,7 @@
 """Device choice and precision rules, Apple's MPS included (pure functions: no Mac needed to test them)."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -18,12 +19,36 @@ def test_auto_prefers_cuda_then_mps_then_cpu(cuda, mps, expected):
 
 def test_explicit_devices_and_errors():
     assert pick_device("mps", False, True) == "mps"
-    assert pick_device("cuda:1", False, False) == "cuda:1"  # torch itself reports a missing CUDA
+    assert pick_device("cuda:1", True, False, cuda_count=2) == "cuda:1"
+    assert pick_device("cuda:3", True, False) == "cuda:3"  # count unknown: any index
     assert pick_device("cpu", True, True) == "cpu"
     with pytest.raises(ValueError, match="Apple Silicon"):
         pick_device("mps", True, False)
     with pytest.raises(ValueError, match="use auto, cpu"):
         pick_device("rocm", True, True)
+    for bad in ("cpu:999", "mps:1", "cuda:x"):
+        with pytest.raises(ValueError, match="use auto, cpu"):
+            pick_device(bad, True, True)
+
+
+@pytest.mark.parametrize("name,cuda_ok,count,says", [
+    ("cuda", False, 0, "sees no CUDA GPU"),      # was: AssertionError "Torch not compiled with CUDA enabled"
+    ("cuda:0", False, 0, "sees no CUDA GPU"),
+    ("cuda:7", True, 2, "has 2 CUDA GPUs (cuda:0 … cuda:1)"),
+    ("cuda:1", True, 1, "has 1 CUDA GPU (cuda:0)"),
+])
+def test_a_missing_cuda_device_is_the_specs_problem_said_before_any_work(name, cuda_ok, count, says):
+    from engine.devices import DeviceUnavailable
+    from engine.errors import error_code
+    with pytest.raises(DeviceUnavailable, match=re.escape(says)) as info:
+        pick_device(name, cuda_ok, False, cuda_count=count)
+    assert error_code(info.value)[0] == "invalid_spec" and "auto" in str(info.value)
+
+
+def test_probe_devices_agrees_with_this_torch():
+    from engine.devices import probe_devices
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    assert probe_devices()[0] == count
 
 
 @pytest.mark.parametrize("device,precision,bf16_ok,expected", [

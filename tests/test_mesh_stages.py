@@ -40,7 +40,7 @@ def _ctx(tmp_path: Path, overrides: dict) -> tuple[JobContext, list]:
 def test_text_mode_mesh_stages_per_particle_resume_and_reexport(tmp_path):
     ctx, events = _ctx(tmp_path, {
         "particles": 2,
-        "nerf": {"steps": 0},  # the blob-initialised fields stand in for a trained stage 1
+        "nerf": {"steps": 0, "enabled": False},  # the blob-initialised fields stand in for a trained stage 1
         "geometry": {"steps": 3, "grid_resolution": 32, "resolution_schedule": [[0, 32]], "checkpoint_every": 2},
         "texture": {"steps": 3, "resolution_schedule": [[0, 32]]},
         "camera": {"eval_views": 2},

@@ -28,7 +28,7 @@ def test_untrained_retexture_stage_is_flagged(tmp_path):
     from engine.stages.texture import TextureStage
     path = tmp_path / "box.glb"
     trimesh.creation.box().export(path)
-    spec = make_spec("cpu-smoke", {"mode": "retexture", "input_mesh": str(path), "texture": {"steps": 0}})
+    spec = make_spec("cpu-smoke", {"mode": "retexture", "input_mesh": str(path), "texture": {"steps": 0, "enabled": False}})
     events = []
     ctx = JobContext(spec, RunDir(tmp_path / "run").create(), events.append)
     stage = TextureStage.for_job(ctx, {})

@@ -15,7 +15,8 @@ from ..errors import MeshInputError
 from .gltf_export import gltf_to_blender
 from .types import TexturedMesh
 
-Y_UP_SUFFIXES = {".glb", ".gltf", ".obj"}
+GLTF_SUFFIXES = {".glb", ".gltf"}
+Y_UP_SUFFIXES = GLTF_SUFFIXES | {".obj"}
 SUFFIXES = Y_UP_SUFFIXES | {".ply"}
 DEFAULT_FACE_LIMIT = 500_000
 
@@ -37,21 +38,26 @@ def _fail(path: Path, what: str, hint: str | None = None) -> MeshInputError:
     return MeshInputError(f"input_mesh {str(path)!r}: {what}", hint)
 
 
-def load_mesh(path: str | Path, face_limit: int = DEFAULT_FACE_LIMIT, decimate: bool = False,
-              radius: float = 1.0) -> LoadedMesh:
-    """Read, validate and normalise. Over `face_limit` faces: MeshInputError, or quadric
-    decimation down to the limit when `decimate` (the original UVs are then dropped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise _fail(path, "file not found", "check the path; the engine reads it from its own machine")
-    if path.suffix.lower() not in SUFFIXES:
-        raise _fail(path, f"unsupported format {path.suffix or '(none)'}", "use .glb, .gltf, .obj or .ply")
+def _read_gltf(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """glTF through our own reader (gltf_read.py): what conformant exporters write, UVs as glTF keeps them."""
+    from .gltf_read import GltfError, read_gltf
+    try:
+        got = read_gltf(path)
+    except GltfError as exc:
+        raise _fail(path, f"could not be read: {exc}", "re-export it from Blender (File > Export > glTF 2.0)") from None
+    except (OSError, MemoryError) as exc:
+        raise _fail(path, f"could not be read ({type(exc).__name__})") from None
+    return got.vertices, got.faces, got.uvs
+
+
+def _read_trimesh(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """OBJ and PLY through trimesh."""
     import trimesh
     try:
         loaded = trimesh.load(str(path), process=False, maintain_order=True)
-    except Exception as exc:  # trimesh raises many kinds on corrupt files
-        raise _fail(path, f"could not be read ({type(exc).__name__}: {exc})",
-                    "re-export it from Blender (File > Export > glTF 2.0 / OBJ / PLY)") from exc
+    except Exception as exc:  # noqa: BLE001 - trimesh raises many kinds on corrupt files
+        raise _fail(path, f"could not be read ({type(exc).__name__}: {str(exc)[:200]})",
+                    "re-export it from Blender (File > Export > glTF 2.0 / OBJ / PLY)") from None
     if isinstance(loaded, trimesh.Scene):
         geoms = [g for g in loaded.dump() if isinstance(g, trimesh.Trimesh)]
         if not geoms:
@@ -62,7 +68,35 @@ def load_mesh(path: str | Path, face_limit: int = DEFAULT_FACE_LIMIT, decimate: 
     else:
         raise _fail(path, f"contains no triangle mesh ({type(loaded).__name__})")
     vertices = np.asarray(tm.vertices, np.float64)
-    faces = np.asarray(tm.faces, np.int64).reshape(-1, 3)
+    uvs = None
+    uv = getattr(tm.visual, "uv", None)
+    if uv is not None and len(uv) == len(vertices):
+        uvs = np.asarray(uv, np.float32).copy()
+        uvs[:, 1] = 1.0 - uvs[:, 1]  # trimesh keeps OBJ's v-up convention; the engine uses glTF's
+    return vertices, np.asarray(tm.faces, np.int64).reshape(-1, 3), uvs
+
+
+def _has_area(vertices: np.ndarray, faces: np.ndarray) -> bool:
+    """Some triangle spans an area (relative to the mesh's size): without one, renders are empty and
+    no stage has a gradient to follow. All vertices in one point is the zero-extent error instead."""
+    extent = float(np.ptp(vertices, axis=0).max())
+    if not extent > 0:
+        return True
+    tri = vertices[faces]
+    area2 = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    return bool((area2 > 1e-10 * extent * extent).any())
+
+
+def load_mesh(path: str | Path, face_limit: int = DEFAULT_FACE_LIMIT, decimate: bool = False,
+              radius: float = 1.0) -> LoadedMesh:
+    """Read, validate and normalise. Over `face_limit` faces: MeshInputError, or quadric
+    decimation down to the limit when `decimate` (the original UVs are then dropped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise _fail(path, "file not found", "check the path; the engine reads it from its own machine")
+    if path.suffix.lower() not in SUFFIXES:
+        raise _fail(path, f"unsupported format {path.suffix or '(none)'}", "use .glb, .gltf, .obj or .ply")
+    vertices, faces, uvs = _read_gltf(path) if path.suffix.lower() in GLTF_SUFFIXES else _read_trimesh(path)
     if vertices.shape[0] == 0:
         raise _fail(path, "is empty (no vertices)")
     if faces.shape[0] == 0:
@@ -71,11 +105,9 @@ def load_mesh(path: str | Path, face_limit: int = DEFAULT_FACE_LIMIT, decimate: 
         raise _fail(path, "has NaN or infinite vertex positions")
     if faces.min() < 0 or faces.max() >= vertices.shape[0]:
         raise _fail(path, "has faces that index missing vertices")
-    uvs = None
-    uv = getattr(tm.visual, "uv", None)
-    if uv is not None and len(uv) == len(vertices):
-        uvs = np.asarray(uv, np.float32).copy()
-        uvs[:, 1] = 1.0 - uvs[:, 1]  # trimesh keeps OBJ's v-up convention; the engine uses glTF's
+    if not _has_area(vertices, faces):
+        raise _fail(path, "has no triangle with an area (every face is degenerate: its corners lie on one "
+                          "line or point)", "send the surface itself; check the mesh's scale and merged vertices")
     decimated = False
     if faces.shape[0] > face_limit:
         if not decimate:

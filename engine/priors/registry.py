@@ -66,10 +66,34 @@ PRIORS: tuple[PriorEntry, ...] = (
 
 
 def find_prior(value: Any) -> PriorEntry | None:
-    """The table row a spec's `prior` value selects, or None."""
+    """The table row a spec's `prior` value selects, or None. The value is taken exactly as written:
+    a padded spelling (" analytic:…") selects nothing, so the value a server's path policy checks is
+    the value the prior's factory loads (see canonical_prior)."""
     if not isinstance(value, str):
         return None
-    return next((e for e in PRIORS if e.matches(value.strip())), None)
+    return next((e for e in PRIORS if e.matches(value)), None)
+
+
+def analytic_tokens(argument: str) -> list[str]:
+    """The parts after 'analytic:', as the analytic prior reads them: 'mesh=<path>' alone keeps the
+    whole rest as its path (commas included); otherwise comma-separated scenes and 's=<noise>'."""
+    arg = argument.strip()
+    if arg.startswith("mesh="):
+        return ["mesh=" + arg[len("mesh="):].strip()]
+    return [("mesh=" + t.strip()[len("mesh="):].strip()) if t.strip().startswith("mesh=") else t.strip()
+            for t in arg.split(",")]
+
+
+def canonical_prior(value: str) -> str:
+    """The one spelling of a prior value: no white space (Unicode's included) around the value, after
+    its 'name:', around its scenes or around a mesh path. Spec validation refuses every other
+    spelling, so nothing downstream ever strips, and what is checked is what is loaded."""
+    name, sep, arg = value.strip().partition(":")
+    if not sep:
+        return name
+    name = name.strip()
+    arg = ",".join(analytic_tokens(arg)) if name == "analytic" else arg.strip()
+    return f"{name}:{arg}"
 
 
 def prior_syntax() -> str:

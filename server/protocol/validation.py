@@ -17,6 +17,8 @@ TERMINAL_EVENTS = ("done", "failed", "cancelled")
 MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply")
 MAX_SAFE_INT = 2**53 - 1             # offsets, lengths and seqs every JSON reader keeps exact
 LIST_PAGE_MAX = 500                  # list_jobs: most jobs one page may ask for
+MAX_NAME_CHARS = 255                 # a mesh_name: one file name on every common file system
+MAX_ARTIFACT_NAME = 1024             # get_artifact's name: an artifact name or a run-folder relative path
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 
 # field -> kind; "!" suffix = required; kinds: str int num bool obj list any; "?" prefix = may be null
@@ -150,11 +152,25 @@ def _client_rules(mtype: str, h: dict[str, Any]) -> list[dict[str, Any]]:
         if "overrides" in h and "preset" not in h:
             out.append(problem("overrides", h["overrides"], "only together with preset"))
         name = h.get("mesh_name")
-        if has_payload and not (isinstance(name, str) and name.lower().endswith(MESH_SUFFIXES)):
-            out.append(problem("mesh_name", name, "a file name ending in " + ", ".join(MESH_SUFFIXES)
-                                + " when a mesh payload is sent"))
+        if has_payload and not _mesh_name_ok(name):
+            out.append(problem("mesh_name", name, "a file name of at most " + str(MAX_NAME_CHARS) + " characters "
+                                "ending in " + ", ".join(MESH_SUFFIXES) + ", with a name before the suffix "
+                                "(e.g. chair.glb), when a mesh payload is sent"))
         if "mesh_name" in h and not has_payload:
             out.append(problem("payload_bytes", h.get("payload_bytes", 0), "> 0 (the mesh bytes) with mesh_name"))
     elif has_payload:
         out.append(problem("payload_bytes", h["payload_bytes"], "0: only submit carries a payload"))
+    if mtype == "get_artifact" and isinstance(h.get("name"), str) and not 0 < len(h["name"]) <= MAX_ARTIFACT_NAME:
+        out.append(problem("name", h["name"], f"an artifact name or a path inside the run folder, 1 to "
+                                              f"{MAX_ARTIFACT_NAME} characters"))
     return out
+
+
+def _mesh_name_ok(name: Any) -> bool:
+    """A mesh upload's file name: a known suffix after a non-empty name ('.glb' alone is a hidden file
+    with no suffix to the mesh loader), short enough for one path component."""
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_CHARS:
+        return False
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    stem, dot, suffix = base.rpartition(".")
+    return bool(dot) and bool(stem.strip(". ")) and ("." + suffix).lower() in MESH_SUFFIXES
