@@ -10,7 +10,10 @@ occupancy state: the preset's field at initialisation, its grid refreshed as at 
 from the preset's cameras at `--probe-resolution` and scaled to the stage's resolution (no
 early stop counted: an upper bound). Split per part: SD weights, VAE-encode activations (kept
 for backward), UNet transients (CFG, ε_φ estimate), field + renderer (kept for backward), ε_φ
-training backward, optimiser states; `peak_gb` per stage, for 1 and 4 particles.
+training backward, optimiser states; `peak_gb` per stage, for 1 and 4 particles. Stage 1 also
+reports its preview (`preview_peak_gb`: what stays resident between steps plus one preview
+render at the last resolution with its chunked normal pass; `--reference` models the earlier
+preview, which kept the RGB graph and took normals on all samples at once).
 
 What the CPU estimate cannot see: which attention kernel CUDA picks (flash / memory-efficient:
 no N² scores, like the CPU flash kernel the fake dispatch shapes here), cuDNN/cuBLAS workspaces,
@@ -34,8 +37,17 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from ..cameras import CameraSampler
 from ..field import Background, OccupancyGrid, RadianceField
 from ..render.geometry import sphere_intersect
-from ..render.jitter import device_generator, ray_offsets
-from ..render.packed import DEFAULT_CHUNK, PackedSamples, accumulate, run_field, sample_packed, transmittance_weights
+from ..render.jitter import device_generator
+from ..render.packed import (
+    DEFAULT_CHUNK,
+    NORMAL_CHUNK,
+    PackedSamples,
+    accumulate,
+    render_samples,
+    run_field,
+    sample_normals,
+    transmittance_weights,
+)
 from ..spec import JobSpec, StageSpec
 from .live_memory import LiveMemory
 
@@ -44,7 +56,8 @@ GIB = 2 ** 30
 
 
 def samples_per_pixel(spec: JobSpec, probe_resolution: int = 64, views: int = 4, seed: int = 0) -> dict[str, float]:
-    """Occupied samples per pixel of the preset's field at initialisation (step-0 occupancy refresh)."""
+    """Samples per pixel the full pass evaluates for the preset's field at initialisation (step-0
+    occupancy refresh): the occupied bins, plus the importance samples of the rays that get them."""
     gen = torch.Generator().manual_seed(seed)
     field = RadianceField(spec.field, gen=gen, backend="torch")
     occupancy = OccupancyGrid(radius=spec.field.radius)
@@ -53,8 +66,8 @@ def samples_per_pixel(spec: JobSpec, probe_resolution: int = 64, views: int = 4,
     o, d = (a.reshape(-1, 3) for a in cams.rays())
     t0, t1, hit = sphere_intersect(o, d, spec.field.radius)
     with torch.no_grad():
-        offset = ray_offsets(int(hit.sum()), device_generator(gen, o.device), o.device)
-        s = sample_packed(o[hit], d[hit], t0[hit], t1[hit], spec.nerf.samples_per_ray, offset, occupancy)
+        s = render_samples(field, o[hit], d[hit], t0[hit], t1[hit], spec.nerf.samples_per_ray,
+                           device_generator(gen, o.device), occupancy, 0.0, fine=spec.nerf.importance_samples)
     return {"samples_per_pixel": s.count / o.shape[0], "occupied_fraction": occupancy.occupied_fraction(),
             "probe_resolution": probe_resolution, "views": views}
 
@@ -212,7 +225,7 @@ def _render(stage_name: str, field: RadianceField | None, res: int, cfg: StageSp
         n_rays = b * res * res
         s = PackedSamples(torch.zeros(n_samples, dtype=torch.long), torch.zeros(n_samples, dtype=torch.long),
                           torch.zeros(n_samples), torch.zeros(n_samples), torch.zeros(n_samples),
-                          torch.zeros(n_samples, 3), n_rays, cfg.samples_per_ray)
+                          torch.zeros(n_samples, 3), n_rays, cfg.samples_per_ray + cfg.importance_samples)
         sigma, rgb = run_field(field, s.points, chunk)
         weights, _ = transmittance_weights(sigma, s)
         opacity = accumulate(weights, None, s)
@@ -223,6 +236,49 @@ def _render(stage_name: str, field: RadianceField | None, res: int, cfg: StageSp
     # geometry: normal map from the DMTet surface; the rasteriser's buffers are not modelled
     normals = torch.zeros(b, res, res, 3, requires_grad=True)
     return normals * 0.5 + 0.5
+
+
+def estimate_preview(spec: JobSpec, spp: float, resident_gb: float = 0.0, reference: bool = False,
+                     chunk: int = DEFAULT_CHUNK, normal_chunk: int = NORMAL_CHUNK) -> dict[str, Any]:
+    """Peak (GB) of one stage-1 preview (one view with its normal map at the last training resolution)
+    on top of `resident_gb` (weights and optimiser states that stay between steps).
+
+    The preview renders without autograd and takes normals `normal_chunk` samples at a time.
+    reference: the earlier preview instead: under enable_grad, so the RGB graph of every sample stays
+    alive (nerfacc's path: one field call), while the normals run on all samples at once."""
+    cfg = spec.nerf
+    res = max(r for _, r in cfg.resolution_schedule)
+    n_rays, n = res * res, int(round(spp * res * res))
+    if reference:
+        chunk = normal_chunk = 1 << 40
+    mode = FakeTensorMode()
+    with mode:
+        field = RadianceField(spec.field, backend="torch")
+        lm = LiveMemory()
+        lm.track(field)
+        with lm, (torch.enable_grad() if reference else torch.no_grad()):
+            s = PackedSamples(torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long), torch.zeros(n),
+                              torch.zeros(n), torch.zeros(n), torch.zeros(n, 3), n_rays,
+                              cfg.samples_per_ray + cfg.importance_samples)
+            with lm.phase("rgb"):
+                sigma, rgb = run_field(field, s.points, chunk)
+                weights, _ = transmittance_weights(sigma, s)
+                out_rgb = accumulate(weights, rgb, s)
+            with lm.phase("normals"):
+                normal = accumulate(weights.detach(), sample_normals(field, s.points, normal_chunk), s)
+            del out_rgb, normal, sigma, rgb, weights
+        params = sum(p.numel() * p.element_size() for p in field.parameters()) / GIB
+    ph = lm.phases
+    return {"resolution": res, "samples": n, "graph_kept": reference,
+            "rgb_kept_gb": round(ph["rgb"]["end_gb"] - ph["rgb"]["start_gb"], 3),
+            "normals_peak_gb": round(ph["normals"]["peak_gb"] - ph["normals"]["start_gb"], 3),
+            "peak_gb": round(resident_gb + lm.peak / GIB - params, 3)}
+
+
+def resident_gb(step: dict[str, Any]) -> float:
+    """What a step leaves alive for the preview that follows it: weights (frozen and trained) and optimiser states."""
+    sp = step["split"]
+    return sp["sd_weights_gb"] + sp["trainable_weights_gb"] + sp["optimiser_states_gb"]
 
 
 def estimate(spec: JobSpec, particles: list[int], model: str, probe_resolution: int,
@@ -237,7 +293,11 @@ def estimate(spec: JobSpec, particles: list[int], model: str, probe_resolution: 
         if not getattr(spec, name).enabled:
             continue
         for n in particles:
-            out["stages"].append(estimate_stage(spec, name, n, model, probe["samples_per_pixel"], **extra))
+            step = estimate_stage(spec, name, n, model, probe["samples_per_pixel"], **extra)
+            if name == "nerf":
+                step["preview"] = estimate_preview(spec, probe["samples_per_pixel"], resident_gb(step), reference)
+                step["preview_peak_gb"] = step["preview"]["peak_gb"]
+            out["stages"].append(step)
     return out
 
 
@@ -256,6 +316,11 @@ def _print_table(r: dict[str, Any]) -> None:
         mark = "≤" if s["peak_gb"] <= r["goal_gb"] else ">"
         print(f"  {s['stage']:<9} {s['resolution']}² × {s['particles']} particle(s): peak {s['peak_gb']:.2f} GB "
               f"{mark} {r['goal_gb']:.0f}")
+        if "preview" in s:
+            pv = s["preview"]
+            mark = "≤" if pv["peak_gb"] <= r["goal_gb"] else ">"
+            print(f"  {'preview':<9} {pv['resolution']}² with normals: peak {pv['peak_gb']:.2f} GB {mark} "
+                  f"{r['goal_gb']:.0f} (RGB graph kept {pv['rgb_kept_gb']:.3f} GB, normal pass {pv['normals_peak_gb']:.3f} GB)")
         for k, v in s["split"].items():
             print(f"      {k:<28} {v:8.3f}")
     if "cuda" in r:
