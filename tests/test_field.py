@@ -214,6 +214,26 @@ def test_accel_switch_parses_and_names_mistakes():
         allowed("tcnn", {"VSDREAM_ACCEL": "tcnn,cuda"})
 
 
+def test_tcnn_grid_is_asked_for_fp32():
+    """CPU twin of test_cuda_tcnn_grid_computes_in_fp32: the arguments HashGridEncoding gives tiny-cuda-nn."""
+    from engine.field.hashgrid import tcnn_encoding_config, tcnn_encoding_kwargs
+    kw = tcnn_encoding_kwargs(8, 2, 14, 8, 1.5, seed=7)
+    assert kw == {"n_input_dims": 3, "encoding_config": tcnn_encoding_config(8, 2, 14, 8, 1.5), "seed": 7,
+                  "dtype": torch.float32}
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA; CPU twin: test_tcnn_grid_is_asked_for_fp32")
+def test_cuda_tcnn_grid_computes_in_fp32():
+    from engine.field import hashgrid
+    if not hashgrid._tcnn_available():
+        pytest.skip("tiny-cuda-nn not importable")
+    enc = HashGridEncoding(4, 2, 12, 4, 1.5, gen=torch.Generator().manual_seed(0), backend="tcnn")
+    assert all(p.dtype == torch.float32 for p in enc.tcnn.parameters())
+    x = torch.rand(64, 3, device="cuda")
+    assert enc.tcnn(x).dtype == torch.float32  # the raw output, before forward's .float()
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA; CPU twin: test_tcnn_seed_differs_per_particle...")
 def test_tcnn_particles_start_from_different_seeded_tables():

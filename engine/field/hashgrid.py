@@ -18,7 +18,8 @@ VSDREAM_ACCEL allowing it) has the same interface, but its level scales, hash an
 differ from ours: weights do not transfer between the two backends. tiny-cuda-nn initialises its
 table itself from an integer seed (1337 unless told); we draw that seed from the job's generator
 (`tcnn_seed`), so particles built one after another start from different tables, as on the torch
-path, and the same job seed gives the same tables.
+path, and the same job seed gives the same tables. It is built in fp32 (threestudio does the same;
+tiny-cuda-nn's default is fp16 on GPUs that have it).
 """
 from __future__ import annotations
 
@@ -57,6 +58,16 @@ def tcnn_encoding_config(levels: int, features_per_level: int, log2_table_size: 
     """tiny-cuda-nn's HashGrid configuration for our parameters."""
     return {"otype": "HashGrid", "n_levels": levels, "n_features_per_level": features_per_level,
             "log2_hashmap_size": log2_table_size, "base_resolution": base_resolution, "per_level_scale": growth}
+
+
+def tcnn_encoding_kwargs(levels: int, features_per_level: int, log2_table_size: int, base_resolution: int,
+                         growth: float, seed: int) -> dict:
+    """Keyword arguments of `tinycudann.Encoding` for our grid. dtype float32: tiny-cuda-nn defaults to
+    fp16 parameters and outputs where the GPU supports them; threestudio forces fp32 (as we do), so a
+    GPU run computes what the fp32 torch grid the tests check computes."""
+    return {"n_input_dims": 3, "encoding_config": tcnn_encoding_config(levels, features_per_level, log2_table_size,
+                                                                       base_resolution, growth),
+            "seed": seed, "dtype": torch.float32}
 
 
 def _tcnn_available() -> bool:
@@ -98,8 +109,8 @@ class HashGridEncoding(nn.Module):
                                    "use backend='auto' (falls back to torch) or 'torch'")
             import tinycudann as tcnn
             self.seed = tcnn_seed(gen)  # tcnn draws its table uniform ±1e-4 itself, from this seed
-            self.tcnn = tcnn.Encoding(3, tcnn_encoding_config(levels, features_per_level, log2_table_size,
-                                                              base_resolution, growth), seed=self.seed)
+            self.tcnn = tcnn.Encoding(**tcnn_encoding_kwargs(levels, features_per_level, log2_table_size,
+                                                             base_resolution, growth, self.seed))
             return
         table = torch.empty(features_per_level, levels * self.table_size)  # feature-major: fast gathers
         nn.init.uniform_(table, -1e-4, 1e-4, generator=gen)
