@@ -14,9 +14,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -e '.[test]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+# the Khronos glTF validator for tests/test_gltf_validator.py, pinned by its lock file (needs node + npm)
+GLTF_VALIDATOR := tools/gltf_validator/node_modules/.package-lock.json
+$(GLTF_VALIDATOR): tools/gltf_validator/package-lock.json
+	if command -v npm >/dev/null; then npm ci --prefix tools/gltf_validator --no-audit --no-fund; \
+	else echo "npm not found: tests/test_gltf_validator.py will be skipped (install node 18+)"; fi
 
-test: $(STAMP)
+setup: $(STAMP) $(GLTF_VALIDATOR)
+
+test: $(STAMP) $(GLTF_VALIDATOR)
 	$(PY) -m pytest -q tests
 
 # ruff with the project's [tool.ruff] rules (pyproject.toml); .ci/run runs it before the tests

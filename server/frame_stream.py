@@ -58,13 +58,15 @@ class FrameStream:
         if not first:
             raise EOFError
         loop = asyncio.get_running_loop()
-        self._got = 1
+        self._got, start = 1, loop.time()
         try:
-            async with asyncio.timeout_at(loop.time() + self.frame_timeout_s) as budget:
+            async with asyncio.timeout_at(start + self.frame_timeout_s) as budget:
                 return await self._rest_of_frame(first, budget)
-        except TimeoutError:
-            raise P.FrameError(f"frame not complete within {self.frame_timeout_s:g} s of its first byte "
-                               f"(--frame-timeout; {self._got} bytes received)") from None
+        except TimeoutError:  # quote the budget this frame had: --frame-timeout plus its payload's share
+            allowed = (budget.when() or start + self.frame_timeout_s) - start
+            raise P.FrameError(f"frame not complete within {allowed:.3g} s of its first byte (--frame-timeout "
+                               f"{self.frame_timeout_s:g} s + 1 s per MiB of payload; {self._got} bytes "
+                               "received)") from None
 
     async def _rest_of_frame(self, first: bytes, budget: asyncio.Timeout) -> P.Frame:
         (n,) = P.PREFIX.unpack(first + await self._exact(P.PREFIX.size - 1))

@@ -34,7 +34,7 @@ from .preview_store import PreviewStore
 from .protocol import ERROR_HINTS, TERMINAL_EVENTS, Frame, ProtocolError, problem
 from .protocol.validation import LIST_PAGE_MAX
 from .storage_errors import storage_error, storage_problem
-from .submit_check import check_submit
+from .submit_check import UploadQuota, check_submit
 from .wire_text import scrub
 from .worker_handle import WorkerHandle
 
@@ -55,6 +55,7 @@ class JobManager:
                  cancel_grace_s: float = 30.0, path_policy: PathPolicy | None = None):
         self.runs_dir = Path(runs_dir)
         self.spool_dir = self.runs_dir / ".uploads"  # uploads arrive here, then move into their run folder
+        self.uploads = UploadQuota(self.runs_dir)  # bounds on uploaded meshes kept (server/submit_check.py)
         self.path_policy = path_policy or PathPolicy()
         self.unreadable: dict[str, str] = {}  # run folder name -> why it cannot be listed as a job
         self.devices, self.job_fn = devices, job_fn
@@ -128,7 +129,7 @@ class JobManager:
         if problems:
             raise ProtocolError("invalid_spec", "the job spec names files this server does not serve: "
                                 + ", ".join(p["field"] for p in problems), problems=problems)
-        await check_submit(spec, mesh, mesh_file, header.get("mesh_name"), self.spool_dir)  # before any run folder
+        await check_submit(spec, mesh, mesh_file, header.get("mesh_name"), self.spool_dir, self.uploads)
         job = None
         try:  # a full disk answers disk_full and leaves no half run folder behind
             run = RunDir(root).create()

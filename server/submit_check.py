@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +26,86 @@ from engine.devices import device_problem, probe_devices
 from .protocol import ProtocolError, problem
 
 log = logging.getLogger("vsdream.server")
+MAX_UPLOADS = 1000            # uploaded meshes kept in run folders (docs/protocol.md, "Uploads")
+MAX_UPLOAD_BYTES = 20 << 30   # their bytes
+MIN_FREE_BYTES = 1 << 30      # the runs disk keeps this much free after an upload
+UPLOAD_LIMIT_ENV = "VSDREAM_UPLOAD_LIMIT"  # "<count>,<MiB>[,<free MiB>]" overrides the three
 MESH_CHECK_TIMEOUT_S = 300.0  # a 256 MiB OBJ parses in well under a minute; a stuck parse is refused
 UNLIMITED_FACES = 1 << 40     # input_mesh_decimate: any face count is fine, the job decimates it
 
 
-async def check_submit(spec: Any, mesh: bytes, mesh_file: Path | None, mesh_name: Any, spool_dir: Path) -> None:
-    """Raise ProtocolError (invalid_spec / invalid_mesh) for a job that could only fail later."""
+async def check_submit(spec: Any, mesh: bytes, mesh_file: Path | None, mesh_name: Any, spool_dir: Path,
+                       uploads: UploadQuota | None = None) -> None:
+    """Raise ProtocolError (invalid_spec / invalid_mesh / busy) for a job that could only fail later."""
     await asyncio.to_thread(_check_device, spec.device)
+    uploaded = bool(mesh) or mesh_file is not None
+    if uploaded and uploads is not None:
+        size = len(mesh) if mesh_file is None else mesh_file.stat().st_size
+        await asyncio.to_thread(uploads.admit, size)
     if spec.mode != "retexture" or not spec.input_mesh:
         return
     limit = UNLIMITED_FACES if spec.input_mesh_decimate else None
-    if mesh or mesh_file is not None:
+    if uploaded:
         shown = str(mesh_name) if isinstance(mesh_name, str) else "the uploaded mesh"
         await asyncio.to_thread(_check_upload, mesh, mesh_file, Path(spec.input_mesh).name, shown, spool_dir, limit)
     else:
         await asyncio.to_thread(_check_mesh_file, Path(spec.input_mesh), spec.input_mesh, limit)
+
+
+class UploadQuota:
+    """How many uploaded meshes, and how many bytes of them, the run folders may hold, plus free space
+    the runs disk keeps. An upload that would pass a bound answers `busy` before it is stored. The
+    figures are counted from disk (run folders' input/) when first needed and again before any
+    refusal, so run folders deleted since free their share."""
+
+    def __init__(self, runs_dir: Path, max_count: int = MAX_UPLOADS, max_bytes: int = MAX_UPLOAD_BYTES,
+                 min_free_bytes: int = MIN_FREE_BYTES):
+        env = os.environ.get(UPLOAD_LIMIT_ENV, "")
+        if env:  # "<count>,<MiB>[,<free MiB>]": for tests and small disks
+            parts = [int(x) for x in env.split(",")]
+            max_count, max_bytes = parts[0], parts[1] << 20
+            min_free_bytes = parts[2] << 20 if len(parts) > 2 else min_free_bytes
+        self.runs_dir, self.max_count, self.max_bytes, self.min_free = Path(runs_dir), max_count, max_bytes, \
+            min_free_bytes
+        self.count: int | None = None
+        self.bytes = 0
+        self._lock = threading.Lock()
+
+    def admit(self, size: int) -> None:
+        """Count an upload of `size` bytes in, or raise ProtocolError("busy") naming the bound."""
+        with self._lock:
+            if self.count is None or not self._fits(size):
+                self.count, self.bytes = self._scan()
+            if self.count + 1 > self.max_count:
+                raise _busy(f"the server already keeps {self.count} uploaded meshes (limit {self.max_count})")
+            if self.bytes + size > self.max_bytes:
+                raise _busy(f"uploaded meshes would take {(self.bytes + size) / 2**20:.0f} MiB on the server "
+                            f"(limit {self.max_bytes / 2**20:.0f} MiB)")
+            free = shutil.disk_usage(self.runs_dir).free
+            if free - size < self.min_free:
+                raise _busy(f"the runs folder's disk has {free / 2**20:.0f} MiB free; a {size / 2**20:.1f} MiB "
+                            f"upload would leave less than {self.min_free / 2**20:.0f} MiB")
+            self.count += 1
+            self.bytes += size
+
+    def _fits(self, size: int) -> bool:
+        return self.count is not None and self.count + 1 <= self.max_count and self.bytes + size <= self.max_bytes
+
+    def _scan(self) -> tuple[int, int]:
+        count = total = 0
+        for folder in self.runs_dir.glob("*/input"):
+            for f in folder.iterdir():
+                try:
+                    total += f.stat().st_size
+                    count += 1
+                except OSError:
+                    pass
+        return count, total
+
+
+def _busy(why: str) -> ProtocolError:
+    return ProtocolError("busy", why, hint="delete old run folders from the server's runs folder, or ask its "
+                                           "operator for more room")
 
 
 def _check_device(name: str) -> None:

@@ -63,7 +63,7 @@ def test_text_mode_mesh_stages_per_particle_resume_and_reexport(tmp_path):
     events.clear()
     run_stages(ctx, {"nerf": NerfStage(ctx)})
     starts = [e for e in events if isinstance(e, StageStarted)]
-    assert [(s.stage, s.resumed_from) for s in starts] == [("geometry", 3), ("texture", 3)]
+    assert [(s.stage, s.resumed_from) for s in starts] == [("geometry", 3), ("texture", 3), ("export", 0)]
 
     # `vsdream export RUN_DIR` rewrites the meshes from the texture checkpoint
     for p in glbs:

@@ -217,7 +217,7 @@ class _Reader:
             raise GltfError(f"accessor {index} reads past the end of its bufferView")
         raw = np.frombuffer(data, np.uint8, count=length - offset, offset=start + offset)
         rows = np.lib.stride_tricks.as_strided(raw, (count, element), (stride, 1))
-        return np.ascontiguousarray(rows).view(dtype).reshape(count, width)
+        return rows.copy().view(dtype).reshape(count, width)  # a copy: sparse values are written into it
 
     def _apply_sparse(self, index: Any, sparse: dict[str, Any], out: np.ndarray, width: int,
                       dtype: np.dtype) -> None:

@@ -18,7 +18,7 @@ import torch
 
 from .. import __version__
 from ..context import JobContext
-from ..events import Artifact
+from ..events import Artifact, Progress, StageStarted
 from ..mesh.bake import bake_texture
 from ..mesh.gltf_export import png_bytes, write_glb, write_obj
 from ..mesh.mesh_io import LoadedMesh
@@ -79,6 +79,7 @@ def export_all(ctx: JobContext, meshes: list[tuple[torch.Tensor, torch.Tensor]],
     spec = ctx.spec.export
     n = len(meshes)
     results = []
+    ctx.emit(StageStarted("export", n))  # docs/protocol.md: a `stage` event per stage, export included
     for i, ((v, f), color_fn) in enumerate(zip(meshes, color_fns, strict=True)):
         base = ctx.run.result / ("mesh" if n == 1 else f"mesh_{i}")
         with torch.no_grad():
@@ -95,6 +96,7 @@ def export_all(ctx: JobContext, meshes: list[tuple[torch.Tensor, torch.Tensor]],
                 ctx.emit(Artifact(path.name, str(path), path.stat().st_size,
                                   role={"glb": "mesh", "obj": "mesh_obj", "texture": "texture"}[role]))
         results.append({"particle": i, **info})
+        ctx.emit(Progress("export", i + 1, n))
     return {"particles": results}
 
 
