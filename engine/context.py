@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .devices import pick_device
+from .devices import pick_device, pin_cuda_device
 from .events import EventSink, Log
 from .priors.base import Prior
 from .run_dir import RunDir
@@ -20,8 +20,11 @@ def mps_available() -> bool:
 
 
 def resolve_device(name: str) -> torch.device:
-    """auto: CUDA, then Apple's MPS, then the CPU (engine/devices.py has the rules)."""
-    return torch.device(pick_device(name, torch.cuda.is_available(), mps_available(), torch.cuda.device_count()))
+    """auto: CUDA, then Apple's MPS, then the CPU (engine/devices.py has the rules); a 'cuda:N' becomes
+    the process's current CUDA device before anything is built on it (devices.pin_cuda_device)."""
+    device = pick_device(name, torch.cuda.is_available(), mps_available(), torch.cuda.device_count())
+    pin_cuda_device(device)
+    return torch.device(device)
 
 
 @dataclass

@@ -72,6 +72,26 @@ def probe_devices(timeout_s: float = 120.0) -> tuple[int, bool] | None:
         return None
 
 
+def cuda_index(device: str) -> int | None:
+    """The CUDA ordinal a device string names ('cuda:N' → N); None for 'cuda' (the current one) and non-CUDA."""
+    kind, _, index = device.partition(":")
+    return int(index) if kind == "cuda" and index.isdigit() else None
+
+
+def pin_cuda_device(device: str) -> int | None:
+    """Make 'cuda:N' this thread's current CUDA device (torch.cuda.set_device) and return N (None: nothing to pin).
+
+    Why: what is built on "the current device" rather than on an explicit one (tiny-cuda-nn modules,
+    nerfacc's kernels, cuBLAS handles, `torch.cuda.*` calls without a device) lands on cuda:0
+    otherwise, so a worker given cuda:1 would put its hash grid on another GPU. Call it once the job's
+    device is known, before anything builds a CUDA module (engine/context.resolve_device does)."""
+    index = cuda_index(device)
+    if index is not None:
+        import torch  # here, not at the top: this module stays importable without torch
+        torch.cuda.set_device(index)
+    return index
+
+
 def precision_for(device_type: str, precision: str = "auto", bf16_ok: bool = False) -> str:
     """'fp16' | 'bf16' | 'fp32': the dtype of the frozen diffusion models on this device type."""
     if precision != "auto" and precision not in PRECISIONS:

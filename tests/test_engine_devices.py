@@ -87,3 +87,28 @@ def test_mps_fallback_is_set_before_torch_loads():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={k: v for k, v in __import__("os").environ.items() if k != "PYTORCH_ENABLE_MPS_FALLBACK"})
     assert out.stdout.split() == ["False", "1"]
+
+
+def test_a_cuda_n_device_is_pinned_and_other_devices_are_left_alone():
+    """CPU twin of test_cuda_worker_device_is_pinned: which device strings pin which ordinal."""
+    from engine.devices import cuda_index, pin_cuda_device
+    assert [cuda_index(d) for d in ("cuda:1", "cuda:0", "cuda:12", "cuda", "cpu", "mps", "auto")] == \
+        [1, 0, 12, None, None, None, None]
+    for name in ("cpu", "mps", "auto", "cuda"):  # nothing to pin: torch.cuda is not touched (no CUDA here)
+        assert pin_cuda_device(name) is None
+    if not torch.cuda.is_available():  # 'cuda:1' does reach torch.cuda.set_device, which needs CUDA
+        with pytest.raises((RuntimeError, AssertionError, AttributeError)):  # CPU-only torch: no _cuda_setDevice
+            pin_cuda_device("cuda:1")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs; CPU twin: the test above")
+def test_cuda_worker_device_is_pinned():
+    from engine.context import resolve_device
+    before = torch.cuda.current_device()
+    try:
+        assert resolve_device("cuda:1") == torch.device("cuda:1")
+        assert torch.cuda.current_device() == 1
+        assert torch.zeros(1, device="cuda").device.index == 1  # what lands on "the current device"
+    finally:
+        torch.cuda.set_device(before)
