@@ -58,6 +58,30 @@ def scan(runs_dir: Path, limit: int = 50) -> list:
     return runs[:limit]
 
 
+PAGE = 50  # History rows per list_jobs page
+_BY_STATE = {"done": "done", "failed": "failed", "cancelled": "cancelled"}  # others: not ended
+
+
+def page_request(offset: int, protocol, limit: int = PAGE):
+    """The list_jobs request for one History page (newest first); its reply is recognised by its id."""
+    return protocol.list_jobs(offset=max(0, int(offset)), limit=limit, id=f"history:{max(0, int(offset))}")
+
+
+def is_page_reply(frame) -> bool:
+    return frame.type == "jobs" and str(frame.get("re", "")).startswith("history:")
+
+
+def runs_from_page(frame) -> tuple:
+    """(RunInfo list, offset, total, next_offset) from a list_jobs reply: the engine's own history,
+    which also serves a remote engine whose run folders are not on this machine."""
+    runs = [RunInfo(job_id=str(j.get("job_id", "")), run_dir=str(j.get("run_dir", "")),
+                    prompt=str(j.get("prompt", "")), status=_BY_STATE.get(j.get("state"), "unfinished"),
+                    mode=str(j.get("mode", "text")), created=float(j.get("created") or 0.0))
+            for j in frame.get("jobs") or [] if isinstance(j, dict)]
+    total = int(frame.get("total") or len(runs))
+    return runs, int(frame.get("offset") or 0), total, frame.get("next_offset")
+
+
 def result_meshes(run_dir: str) -> list:
     return [str(p) for p in sorted((Path(run_dir) / "result").glob("*.glb"))]
 

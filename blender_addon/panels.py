@@ -189,6 +189,11 @@ class VSDREAM_PT_history(_Sidebar, bpy.types.Panel):
         row = layout.row()
         row.template_list("VSDREAM_UL_history", "", rt, "history", rt, "history_index", rows=4)
         row.operator("vsdream.refresh_history", text="", icon="FILE_REFRESH")
+        if rt.history_offset or rt.history_more:  # the engine's history spans pages
+            row = layout.row(align=True)
+            row.operator("vsdream.history_page", text="Newer", icon="TRIA_LEFT").older = False
+            row.label(text=f"{rt.history_offset + 1}–{rt.history_offset + len(rt.history)} of {rt.history_total}")
+            row.operator("vsdream.history_page", text="Older", icon="TRIA_RIGHT").older = True
         row = layout.row(align=True)
         row.operator("vsdream.import_job", icon="IMPORT")
         row.operator("vsdream.reattach", icon="LINKED")

@@ -193,6 +193,9 @@ class VSDREAM_PG_runtime(bpy.types.PropertyGroup):
     imported: StringProperty(description="Names of the objects the last job imported")
     history: CollectionProperty(type=VSDREAM_PG_history_item)
     history_index: IntProperty()
+    history_offset: IntProperty()  # the History page: jobs skipped from the newest (engine's list_jobs)
+    history_total: IntProperty()  # jobs the engine knows
+    history_more: BoolProperty()  # older pages exist
     check_report: StringProperty()
     setup_running: BoolProperty()
     setup_log: StringProperty()

@@ -15,6 +15,7 @@ import bpy
 from bpy.app.handlers import persistent
 
 from . import glb_mesh, history, importer, panorama_result, paths, preferences, preview, result_texture
+from ._protocol_import import protocol
 from .job_state import apply_frame
 from .session import SESSION
 
@@ -25,6 +26,7 @@ _hooks = []  # callables(kind, data) run for every inbox item (used by set-up / 
 _force_sync = True
 _last_sync = 0.0
 _history_for = ("", "NONE")  # (job id, state) the History list was last filled for
+_history_offset = 0  # the History page shown (jobs skipped from the newest), when connected
 
 
 def on_item(hook):
@@ -52,7 +54,10 @@ def drain(context=None) -> set:
             kind, data = SESSION.inbox.get_nowait()
         except queue.Empty:
             break
-        if kind == "frame":
+        if kind == "frame" and history.is_page_reply(data):
+            _fill_history(*history.runs_from_page(data))
+            changed.add("job")
+        elif kind == "frame":
             what = apply_frame(SESSION.job, SESSION.engine_view, data)
             if "preview" in what:
                 latest_preview = data
@@ -249,13 +254,31 @@ def refresh(context=None) -> None:
 
 
 def refresh_history(context=None) -> None:
+    """Connected: ask the engine for the History page shown (list_jobs, newest first; the reply fills
+    the list); otherwise read the newest run folders on disk."""
     global _history_for
     _history_for = (SESSION.job.job_id, SESSION.job.state)
-    runs = history.scan(paths.output_dir(preferences.get(context)))
+    if SESSION.connected:
+        SESSION.send(history.page_request(_history_offset, protocol))
+        return
+    runs = history.scan(paths.output_dir(preferences.get(context)), limit=history.PAGE)
+    _fill_history(runs, 0, len(runs), None)
+
+
+def history_page(older: bool, context=None) -> None:
+    """Show the next older (or newer) page of the engine's job history."""
+    global _history_offset
+    _history_offset = max(0, _history_offset + (history.PAGE if older else -history.PAGE))
+    refresh_history(context)
+
+
+def _fill_history(runs: list, offset: int, total: int, next_offset) -> None:
     for wm in bpy.data.window_managers:
         rt = getattr(wm, "vsdream", None)
         if rt is not None:
             history.fill(rt.history, runs, SESSION.job)
+            rt.history_offset, rt.history_total = offset, total
+            rt.history_more = next_offset is not None
 
 
 def redraw(context=None) -> None:

@@ -64,6 +64,36 @@ def preview_flood(spec: Any, run_dir: Path, emit: Callable[[Any], None], should_
     return {"frames": n}
 
 
+def slow_cancel(spec: Any, run_dir: Path, emit: Callable[[Any], None], should_stop: Callable[[], bool]) -> dict:
+    """A job function whose cancel checkpoint is slow, as a large one is on a loaded machine.
+
+    Its prompt holds `step_s=… save_s=…`: each of nerf.steps steps takes step_s; on a stop it
+    starts writing the checkpoint's temp file (as torch.save does), takes save_s, then saves
+    through the engine's CheckpointStore (which clears such temp files, then writes atomically).
+    Killed during save_s, it leaves an orphaned temp file, as a real worker would."""
+    import torch
+
+    from engine.checkpoint import CheckpointStore
+    from engine.errors import JobCancelled
+    from engine.events import Progress, StageStarted
+
+    opts = dict(kv.split("=", 1) for kv in spec.prompt.split() if "=" in kv)
+    step_s, save_s = float(opts.get("step_s", 0.1)), float(opts.get("save_s", 0.0))
+    store, n = CheckpointStore(Path(run_dir) / "ckpt"), spec.nerf.steps
+    emit(StageStarted("nerf", n))
+    for step in range(n):
+        if should_stop():
+            store.folder.mkdir(parents=True, exist_ok=True)
+            partial = store.path_for("nerf", step).with_name(f"nerf-{step:08d}.pt.inflight.tmp")
+            partial.write_bytes(b"\0" * (1 << 20))
+            time.sleep(save_s)
+            path = store.save("nerf", step, {"w": torch.zeros(4)})
+            raise JobCancelled("nerf", step, str(path))
+        time.sleep(step_s)
+        emit(Progress("nerf", step + 1, n))
+    return {"steps": n}
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -205,10 +235,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="overhead runs each way (best of)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip-overhead", action="store_true")
+    ap.add_argument("--load", nargs="?", const="downloads,flood,history,preauth,replay", metavar="CASES",
+                    help="only the load cases (server/bench_load.py), comma-separated: downloads, flood, "
+                         "history, preauth, replay (default all)")
     ap.add_argument("--direct-run", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.direct_run:
         _direct_run(*args.direct_run)
+        return 0
+    if args.load:
+        from .bench_load import run
+        with tempfile.TemporaryDirectory(prefix="vsdream-bench-load-") as tmp:
+            print(json.dumps(run([c.strip() for c in args.load.split(",") if c.strip()], Path(tmp)), indent=2))
         return 0
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="vsdream-bench-") as tmp:

@@ -42,7 +42,7 @@ class Job:
     kill_timer: Any = None  # the pending hard kill of a cancelled run (asyncio.TimerHandle)
     checkpoint_name: str | None = None  # newest checkpoint, as of the last look (refresh_checkpoint)
     log: EventLog = field(init=False)
-    _summary: tuple[dict[str, Any], int] | None = field(default=None, init=False, repr=False)
+    _summary: tuple[dict[str, Any], bytes] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.log = EventLog(self.run.events_path)
@@ -96,11 +96,12 @@ class Job:
         self.checkpoint_name = self.checkpoint()
         self._summary = None
 
-    def summary_sized(self) -> tuple[dict[str, Any], int]:
-        """list_jobs' entry and its encoded size, cached until the next event (no disk access)."""
+    def summary_sized(self) -> tuple[dict[str, Any], bytes]:
+        """list_jobs' entry and its JSON, cached until the next event (no disk access, no re-encoding)."""
         if self._summary is None:
             entry = self._summary_now()
-            self._summary = entry, len(json.dumps(entry, ensure_ascii=False, default=str).encode("utf-8", "replace")) + 1
+            self._summary = entry, json.dumps(entry, separators=(",", ":"), ensure_ascii=False,
+                                              default=str).encode("utf-8", "replace")
         return self._summary
 
     def summary(self) -> dict[str, Any]:

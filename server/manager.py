@@ -235,18 +235,18 @@ class JobManager:
         return next((i for i, j in enumerate(self.queue) if j is job), 0)
 
     def job_page(self, offset: int = 0, limit: int | None = None) -> dict[str, Any]:
-        """One list_jobs page, newest first: {jobs, total, offset, next_offset}. The page ends after
-        `limit` jobs or before its JSON would pass PAGE_BYTES (at least one job per page); built
-        from cached summaries, so it never touches the disk."""
+        """One list_jobs page, newest first: {jobs (each already JSON), total, offset, next_offset}. The
+        page ends after `limit` jobs or before its JSON would pass PAGE_BYTES (at least one job per
+        page); built from cached, pre-encoded summaries, so it neither touches the disk nor re-encodes."""
         total, limit = len(self.order), max(1, min(int(limit or PAGE_DEFAULT), LIST_PAGE_MAX))
-        jobs: list[dict[str, Any]] = []
+        jobs: list[bytes] = []
         used, i = 0, offset
         while i < total and len(jobs) < limit:
-            entry, size = self.order[total - 1 - i].summary_sized()
-            if jobs and used + size > PAGE_BYTES:
+            raw = self.order[total - 1 - i].summary_sized()[1]
+            if jobs and used + len(raw) + 1 > PAGE_BYTES:
                 break
-            jobs.append(entry)
-            used += size
+            jobs.append(raw)
+            used += len(raw) + 1
             i += 1
         return {"jobs": jobs, "total": total, "offset": offset, "next_offset": i if i < total else None}
 
@@ -426,6 +426,8 @@ class JobManager:
     async def shutdown(self) -> None:
         """Cancel running jobs (they checkpoint), wait for them, stop the workers."""
         self.closing = True
+        for job in list(self.queue):  # queued jobs hear it too ("cancelled", reason shutdown: resumed at next start)
+            await self.cancel(job, reason="shutdown")
         running = [j for j in self.jobs.values() if j.state == "running"]
         for job in running:
             await self.cancel(job, reason="shutdown")

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import bpy
-from bpy.props import IntProperty
+from bpy.props import BoolProperty, IntProperty
 
 from .. import history, paths, preferences, pump, ui_text
 from .._protocol_import import protocol
@@ -205,5 +205,23 @@ class VSDREAM_OT_refresh_history(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class VSDREAM_OT_history_page(bpy.types.Operator):
+    bl_idname = "vsdream.history_page"
+    bl_label = "History page"
+    bl_description = "Show older or newer jobs of the engine's history"
+
+    older: BoolProperty(default=True, options={"SKIP_SAVE"})
+
+    @classmethod
+    def poll(cls, context):
+        rt = context.window_manager.vsdream
+        return rt.history_more or rt.history_offset > 0
+
+    def execute(self, context):
+        pump.history_page(self.older, context)
+        return {"FINISHED"}
+
+
 CLASSES = (VSDREAM_OT_import_job, VSDREAM_OT_reattach, VSDREAM_OT_resume_job, VSDREAM_OT_resume_current,
-           VSDREAM_OT_error_details, VSDREAM_OT_open_folder, VSDREAM_OT_delete_job, VSDREAM_OT_refresh_history)
+           VSDREAM_OT_error_details, VSDREAM_OT_open_folder, VSDREAM_OT_delete_job, VSDREAM_OT_refresh_history,
+           VSDREAM_OT_history_page)
