@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint demo bench clean addon screenshot gpu-check gpu-wheels setup-check
+.PHONY: setup test lint demo bench clean addon screenshot gpu-check gpu-wheels setup-check mini-sd
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ setup-check: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/vsdream bench quality --json
+
+# retrain models/mini-sd (the small learned SD of issue 22) from renders of the built-in worlds:
+# fixed seed, one thread, about an hour on an idle 2-core CPU (MINI_SD_ARGS, e.g. --budget-min 80)
+mini-sd: $(STAMP)
+	$(PY) tools/train_mini_sd.py --out models/mini-sd $(MINI_SD_ARGS)
 
 # first look at a CUDA machine, offline, < 10 min (tools/gpu_check.py): that machine's own Python
 # with torch (GPU_PYTHON, never .venv); packages it lacks come from wheels/. Not part of `make test`.

@@ -21,6 +21,7 @@ BENCHES: dict[str, str] = {
     "fuzz": "server.fuzz:main",
     "render": "engine.render.speed:main",
     "memory": "engine.bench.memory:main",
+    "learned": "engine.bench.learned:main",
 }
 
 USAGE = """usage: vsdream <command> [options]
@@ -31,7 +32,7 @@ commands:
   export     re-export meshes from a run folder's checkpoint
   serve      start the engine server (same as python -m server)
   models     fetch or list diffusion model weights
-  bench      quality | step | mesh | server | render | memory benchmarks (print figures)
+  bench      quality | step | mesh | server | render | memory | learned benchmarks (print figures)
 """
 
 

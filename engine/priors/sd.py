@@ -22,6 +22,7 @@ import torch
 from ..devices import precision_for
 from ..spec import FieldProblem, JobSpec, SpecError, StageSpec
 from .base import Conditioning, Prior, VariationalScore
+from .registry import find_prior
 from .sd_builder import RANDOM_MODELS, build_random
 from .sd_components import SDComponents, load_folder
 from .sd_lora import LORA_RANK, LoraEpsPhi, adapters_off
@@ -73,6 +74,14 @@ def _source(name: str) -> str | ResolvedModel:
     return name if name in RANDOM_MODELS else resolve_model(name)
 
 
+def _shipped_phi(model: str | ResolvedModel) -> str | None:
+    """A local folder may ship its own ε_φ base in `phi/` (mini-SD's v-prediction sibling), as SD-2.1
+    is the hub's ε_φ base for SD-2.1-base: then it is the default instead of the hub model."""
+    if isinstance(model, ResolvedModel) and model.repo is None and (model.path / "phi").is_dir():
+        return str(model.path / "phi")
+    return None
+
+
 class StableDiffusionPrior(Prior):
     space = "latent"
 
@@ -106,8 +115,10 @@ class StableDiffusionPrior(Prior):
             pretrained: str | ResolvedModel = name
             default_phi = name + "-v"
         else:
-            pretrained = _source(spec.model or (name.split(":", 1)[1] if name.startswith("sd:") else DEFAULT_MODEL))
-            default_phi = DEFAULT_PHI_MODEL
+            row = find_prior(name)  # a named row (mini-sd) stands for a folder: the same loader as sd:<folder>
+            bare = (row.model if row is not None and row.model else None) or DEFAULT_MODEL
+            pretrained = _source(spec.model or (name.split(":", 1)[1] if name.startswith("sd:") else bare))
+            default_phi = _shipped_phi(pretrained) or DEFAULT_PHI_MODEL
         phi_name = spec.phi_model or default_phi
         if phi_name == SHARED or phi_name in RANDOM_MODELS:
             phi_source: str | ResolvedModel | None = None if phi_name == SHARED else phi_name
