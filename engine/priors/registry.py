@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch stays out of spec validation and the CLI's help
@@ -37,6 +38,7 @@ class PriorEntry:
     factory: str  # "module:Class" with a from_spec(spec, device) classmethod
     parametrised: bool = False  # 'name:<argument>' forms are accepted
     bare: bool = True  # the bare name alone is a valid value
+    model: str | None = None  # SD rows: the diffusers folder or hub id the bare name loads (spec.model overrides)
 
     def matches(self, value: str) -> bool:
         if value == self.name:
@@ -62,6 +64,11 @@ PRIORS: tuple[PriorEntry, ...] = (
                "SD-2.1's real architecture with random weights: true per-step cost on a GPU",
                needs_prompt=False, native_size=512, weights="none (random weights)",
                factory="engine.priors.sd:StableDiffusionPrior"),
+    PriorEntry("mini-sd", "mini-sd",
+               "mini-SD: SD-2.1's parts trained here on the built-in worlds (models/mini-sd, tools/train_mini_sd.py)",
+               needs_prompt=True, native_size=64, weights="none (models/mini-sd in the repository)",
+               factory="engine.priors.sd:StableDiffusionPrior",
+               model=str(Path(__file__).resolve().parents[2] / "models" / "mini-sd")),
 )
 
 
