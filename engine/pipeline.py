@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import torch
 
+from . import accel
 from .context import JobContext, resolve_device
 from .events import Artifact, Done, EventSink
 from .run_dir import RunDir
@@ -39,6 +40,8 @@ def run_job(spec: JobSpec, run_dir: Path | str, emit: EventSink,
     if not run.spec_path.exists():
         run.write_spec(spec)
     ctx = JobContext(spec, run, emit, should_stop, resolve_device(spec.device))
+    if spec.nerf.enabled and any(e.name == "nerf" for e in stages_for(spec.mode)):
+        accel.load_nerfacc(ctx.device.type, ctx.log)  # a first-use kernel build is announced, not silent
     torch.manual_seed(spec.seed)
     started = time.perf_counter()
     result: dict[str, Any] = {"run_dir": str(run.root), "prior": spec.prior, "device": str(ctx.device)}

@@ -120,19 +120,9 @@ def _render_torch_packed(field, o, d, samples, radius, dgen, occupancy, want_nor
     return tuple(None if a is None else full.index_put((ids,), a) for full, a in zip(outs, acc, strict=True))
 
 
-_KERNELS: bool | None = None
-
-
 def _nerfacc_kernels() -> bool:
-    """Whether nerfacc's CUDA extension loads (it may JIT-build on first use; cached)."""
-    global _KERNELS
-    if _KERNELS is None:
-        try:
-            from nerfacc.cuda._backend import _C
-            _KERNELS = _C is not None
-        except Exception:  # noqa: BLE001 - no nvcc, failed build, missing CUDA libraries: use the packed torch path
-            _KERNELS = False
-    return _KERNELS
+    """Whether nerfacc's CUDA extension loads (accel.nerfacc_kernels: tried once; a job announces a build)."""
+    return accel.nerfacc_kernels()
 
 
 def _estimator(occupancy: OccupancyGrid | None, radius: float, device: torch.device):
