@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import struct
 import sys
 import tempfile
 import threading
@@ -54,6 +55,34 @@ class _Sampler(threading.Thread):
         return self.peak
 
 
+def glb_start(size: int) -> tuple[bytes, int]:
+    """The first bytes of a valid GLB of exactly `size` bytes (a tetrahedron) and how many filler bytes
+    follow: its binary chunk is padded with bytes no accessor reads, so any filler content is valid."""
+    pos = struct.pack("<12f", 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1)
+    idx = struct.pack("<12H", 0, 2, 1, 0, 1, 3, 0, 3, 2, 1, 2, 3)
+    doc = {"asset": {"version": "2.0", "generator": "vsdream bench upload"}, "scene": 0,
+           "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}],
+           "meshes": [{"primitives": [{"attributes": {"POSITION": 0}, "indices": 1}]}],
+           "accessors": [{"bufferView": 0, "componentType": 5126, "count": 4, "type": "VEC3",
+                          "min": [0, 0, 0], "max": [1, 1, 1]},
+                         {"bufferView": 1, "componentType": 5123, "count": 12, "type": "SCALAR"}],
+           "bufferViews": [{"buffer": 0, "byteOffset": 0, "byteLength": 48},
+                           {"buffer": 0, "byteOffset": 48, "byteLength": 24}]}
+    for _ in range(2):  # the buffer's byteLength depends on the JSON's length, which depends on it
+        js = json.dumps({**doc, "buffers": [{"byteLength": doc.get("_bin", 72)}]}).encode()
+        js += b" " * (-len(js) % 4)
+        binary = size - 12 - 8 - len(js) - 8
+        binary -= binary % 4
+        doc["_bin"] = binary
+    js = json.dumps({**{k: v for k, v in doc.items() if k != "_bin"}, "buffers": [{"byteLength": binary}]}).encode()
+    js += b" " * (size - 28 - binary - len(js))
+    if binary < 72 or len(js) % 4:
+        raise ValueError(f"an upload of {size} bytes cannot hold the mesh (sizes are multiples of 4, ≥ 2 KiB)")
+    start = (struct.pack("<4sII", b"glTF", 2, size) + struct.pack("<I4s", len(js), b"JSON") + js
+             + struct.pack("<I4s", binary, b"BIN\0") + pos + idx)
+    return start, size - len(start)
+
+
 def upload(srv: ServerProcess, mib: int, settle_s: float = 1.0) -> dict[str, Any]:
     """Submit a `mib` MiB mesh over a raw socket, sent in 1 MiB pieces (the client never holds it all)."""
     pid = srv.proc.pid
@@ -72,9 +101,12 @@ def upload(srv: ServerProcess, mib: int, settle_s: float = 1.0) -> dict[str, Any
     sampler.start()
     t0 = time.perf_counter()
     chan.sock.sendall(head)
+    start, filler = glb_start(size)  # a real GLB: the server checks an upload before it keeps it
+    chan.sock.sendall(start)
     piece = os.urandom(PIECE)
-    for _ in range(mib):
+    for _ in range(filler // PIECE):
         chan.sock.sendall(piece)
+    chan.sock.sendall(piece[:filler % PIECE])
     reply = P.raise_for_error(_reply(chan, "up"))
     seconds = time.perf_counter() - t0
     peak = sampler.stop()

@@ -104,5 +104,5 @@ def box_glb(vertices: Any = None, faces: Any = None) -> bytes:
     f = f if faces is None else np.asarray(faces, np.uint32)
     g = Gltf()
     g.node(mesh=g.mesh({"attributes": {"POSITION": g.accessor(v)},
-                        "indices": g.accessor(np.asarray(f, np.uint32).reshape(-1))}))
+                        "indices": g.accessor(np.asarray(f, np.uint32).reshape(-1), np.uint32)}))
     return g.glb()

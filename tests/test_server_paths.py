@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from gltf_writer import box_glb
 
 from server import protocol as P
 from server.launcher import ServerProcess
@@ -95,7 +96,7 @@ def test_confined_server_accepts_trusted_folders_hub_ids_and_uploads(confined, t
     hub = P.raise_for_error(submit(confined, {"model": "stabilityai/stable-diffusion-2-1-base",
                                               "prior": f"sd:{confined.hf_cache / 'snap'}", "prompt": "a chair"}))
     assert _spec_of(confined, hub)["model"] == "stabilityai/stable-diffusion-2-1-base"
-    mesh = b"glTF" + bytes(300)
+    mesh = box_glb()  # a real mesh: the server checks an upload before it makes a run folder
     up = P.raise_for_error(submit(confined, {"prior": "analytic:mesh=input/ref.glb"}, mesh=mesh,
                                   mesh_name="ref.glb"))
     spec = _spec_of(confined, up)
