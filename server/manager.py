@@ -388,7 +388,7 @@ class JobManager:
                         raise
                     self._apply(job, header, payload)
                     if kind not in TERMINAL_EVENTS:
-                        pass
+                        self._fail_unlogged(job, exc)
                     else:
                         log.error("job %s: its %s event could not be written to %s: %s", job.id, kind,
                                   job.log.path, exc)
