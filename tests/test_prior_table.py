@@ -43,7 +43,7 @@ def test_table_refuses_what_no_row_accepts_and_validation_says_so(value):
 
 def test_needs_prompt_comes_from_the_table():
     needing = [e.name for e in PRIORS if e.needs_prompt]
-    assert needing == ["sd"]
+    assert needing == ["sd", "mini-sd"]  # mini-SD draws its captions (models/mini-sd)
     with pytest.raises(SpecError, match="prompt"):
         JobSpec(prior="sd:/somewhere").validate()
     JobSpec(prior="tiny-sd").validate()  # random weights: a prompt is optional
