@@ -327,8 +327,8 @@ def _closed(sock: socket.socket) -> bool:
 
 
 def bench_replay(tmp: Path, clients: int = 50, events: int = 3000) -> dict[str, Any]:
-    """`clients` attach from seq 0 to a job with `events` events and, right behind, ask list_jobs:
-    how long each waits for that reply, and how many replayed events came before it."""
+    """`clients` attach from seq 0 to a job with `events` events and, once its replay has begun, ask
+    list_jobs: how long each waits for that reply, and how many replayed events came before it."""
     runs = tmp / "replay"
     write_run(runs, "long", events=events)
     out: dict[str, Any] = {"clients": clients, "events": events}
@@ -351,10 +351,14 @@ def bench_replay(tmp: Path, clients: int = 50, events: int = 3000) -> dict[str, 
 
 
 def _replay_client(srv: ServerProcess, waits: list[float], before: list[int]) -> None:
-    chan = srv.connect()
+    """Attach from 0 with a small receive buffer (a replay that cannot finish at once), and once the
+    first replayed event is in, ask list_jobs: count the events that still came before its reply."""
+    chan = P.Channel(raw_client(srv, rcvbuf=8192))
     try:
-        t0 = time.perf_counter()
+        read_until(chan, lambda f: f.type == "welcome", timeout=60)
         chan.send(P.attach("long", from_seq=0, id="a"))
+        read_until(chan, lambda f: "seq" in f, timeout=60)
+        t0 = time.perf_counter()
         chan.send(P.make("list_jobs", id="l"))
         got = read_until(chan, lambda f: f.get("re") == "l", timeout=120)
         waits.append(time.perf_counter() - t0)

@@ -14,7 +14,6 @@ import pytest
 from server import protocol as P
 from server.bench import SMOKE_OVERRIDES
 from server.bench_load import FLOOD_ARGS, bench_downloads, bench_flood, bench_history, bench_preauth, bench_replay
-from server.connection import REPLAY_CHUNK
 from server.launcher import ServerProcess, job_ended, read_until
 
 
@@ -78,7 +77,8 @@ def test_silent_connections_before_hello_are_capped(tmp_path):
 def test_a_reply_overtakes_a_long_replay(tmp_path):
     got = bench_replay(tmp_path, clients=3, events=3000)
     assert got["replies"] == 3, got
-    assert got["events_before_reply_max"] <= 2 * REPLAY_CHUNK, got
+    # what the socket already holds (≤ 1 MiB of transport buffer) comes first, not the rest of the replay
+    assert got["events_before_reply_max"] < got["events"] // 3, got
 
 
 # ----------------------------------------------------------------------------- finding 7
