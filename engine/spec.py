@@ -52,12 +52,13 @@ MAX_PATH_CHARS = 4096  # PATH_MAX on Linux; longer values cannot name a file any
 
 def _path_ok(v: Any) -> bool:
     """A path as it will be checked and opened: one spelling, so nothing downstream strips it."""
-    return v is None or (bool(v.strip()) and v == v.strip() and len(v) <= MAX_PATH_CHARS and "\x00" not in v)
+    from .priors.registry import trimmed  # here: engine.priors imports this module
+    return v is None or (bool(trimmed(v)) and v == trimmed(v) and len(v) <= MAX_PATH_CHARS and "\x00" not in v)
 
 
 def _path_rule(what: str) -> Rule:
     return Rule(_path_ok, lambda words: f"{words}: {what} of at most {MAX_PATH_CHARS} characters, with no "
-                                        "white space before or after it")
+                                        "white space or invisible characters before or after it")
 
 
 _MODEL = _path_rule("a model id or folder path")
@@ -273,7 +274,8 @@ class _Checker:
         from .priors.registry import analytic_tokens, canonical_prior, find_prior, prior_syntax
         canonical = canonical_prior(value)
         if canonical != value and find_prior(canonical) is not None:  # refused, not stripped: see canonical_prior
-            self.problems.append(FieldProblem(name, value, f"the prior without white space around it or its parts: "
+            self.problems.append(FieldProblem(name, value, f"the prior without white space or invisible characters "
+                                                           f"around it or its parts: "
                                                            f"{canonical[:200]!r}"))
         elif find_prior(value) is None or len(value) > MAX_PATH_CHARS + 100:
             self.problems.append(FieldProblem(name, value, f"{prior_syntax()} (e.g. analytic:marker; a path of at "

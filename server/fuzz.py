@@ -10,6 +10,8 @@ verdict per case (the rules the test suite asserts, see docs/protocol.md §2):
   `unauthorized` / `protocol_mismatch` error). A frame that cannot be read is the only reason the
   protocol allows a close, and even then the error frame comes first;
 - internal: any `error` with code `internal` (a server bug by definition);
+- padded path accepted: a submit whose only fault is a path value padded with (Unicode) white space
+  was `accepted` (a confinement bypass on this `--confine-paths` server);
 - errors naming their field: `error` replies whose `problems` list the fields at fault.
 """
 from __future__ import annotations
@@ -41,6 +43,8 @@ class Counts:
     hangs: int = 0
     silent_drops: int = 0
     internal_errors: int = 0
+    padded_paths_sent: int = 0
+    padded_paths_accepted: int = 0
     errors: int = 0
     errors_naming_field: int = 0
     field_errors_without_field: int = 0  # invalid_message / unknown_type with an empty problems list
@@ -118,6 +122,11 @@ def judge(case: Case, frames: list[P.Frame], closed: bool, why: str, counts: Cou
             counts.silent_drops += 1
             counts.fail("silent drop", case, f"before hello: {[f.header for f in frames][:2]} ({why})")
         return
+    if case.must_refuse:
+        counts.padded_paths_sent += 1
+        if any(f.type == "accepted" for f in frames):
+            counts.padded_paths_accepted += 1
+            counts.fail("padded path accepted", case, "a confined server accepted a padded path value")
     replies = [f for f in frames if f.type in REPLIES]
     need = complete + (1 if framing else 0)
     if not frames or frames[0].type != "welcome":
@@ -190,11 +199,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{counts.seconds:.1f} s")
         print(f"crashes {counts.crashes}  hangs {counts.hangs}  silent drops {counts.silent_drops}  "
               f"internal errors {counts.internal_errors}  invalid server frames {counts.invalid_server_frames}")
+        print(f"padded path values accepted {counts.padded_paths_accepted} of {counts.padded_paths_sent}")
         print(f"errors {counts.errors}: naming their field {counts.errors_naming_field}, "
               f"field errors without a field {counts.field_errors_without_field}; extra replies {counts.extra_replies}")
         for line in counts.failures:
             print("  " + line)
-    bad = counts.crashes + counts.hangs + counts.silent_drops + counts.internal_errors + counts.invalid_server_frames
+    bad = counts.crashes + counts.hangs + counts.silent_drops + counts.internal_errors + counts.invalid_server_frames \
+        + counts.padded_paths_accepted
     return 1 if bad else 0
 
 

@@ -2,8 +2,10 @@
 
 Each case is what one connection sends (after an optional good hello). The generator covers every
 client message type with wrong types in every field, unknown fields and types, surrogates, path
-traversal in every path-like spec field, deep nesting, huge, zero and truncated lengths, bad
-payload sizes, headers that are not JSON objects, and random bytes. `expect()` decodes the same
+traversal in every path-like spec field (also padded with white space, Unicode's included, which
+a confined server must refuse: `must_refuse`), numbers that overflow to infinity, deep nesting,
+huge, zero and truncated lengths, bad payload sizes, headers that are not JSON objects, and random
+bytes. `expect()` decodes the same
 bytes with the protocol's own reader, so the verdict needs no second notion of what is valid.
 """
 from __future__ import annotations
@@ -17,7 +19,16 @@ from typing import Any
 from . import protocol as P
 
 TRAVERSAL = ["../../../../etc/passwd", "/etc/passwd", "~/.ssh/id_rsa", "C:\\Windows\\win.ini", "..",
-             "input/../../../x.glb", "/proc/self/environ", "\x00", "a" * 300]
+             "input/../../../x.glb", "/proc/self/environ", "\x00", "a" * 300, "/" + "a" * 5000,
+             " /etc/passwd", "\u00a0/etc/passwd", "/etc/passwd\u2003"]
+# white space Python strips (and U+200B, which it does not): around a value, its parts or a mesh path
+PADDING = [" ", "\t", "\u00a0", "\u2003", "\u3000", "\u2028", "\u200b"]
+# a padded spelling of a path outside every root; the same value unpadded is refused by a confined server
+PADDED_PATHS = [("prior", "{p}analytic:mesh={t}"), ("prior", "analytic:mesh={p}{t}"), ("prior", "analytic:mesh={t}{p}"),
+                ("prior", "analytic:marker,{p}mesh={t}"), ("prior", "{p}sd:{d}"), ("prior", "sd:{p}{d}"),
+                ("input_mesh", "{p}{t}"), ("input_mesh", "{t}{p}"), ("model", "{p}{d}"), ("phi_model", "{d}{p}")]
+PADDED_TARGETS = [("/etc/hostname", "/etc"), ("/etc/does-not-exist.glb", "/nonexistent/model"),
+                  ("../../../outside.glb", "../../.."), ("~/.ssh/id_rsa", "~")]
 SURROGATES = ["owl \ud83d", "\udc00", "x\udfffy", "\ud800\ud800"]
 INTS = [0, 1, -1, 2**31, 2**31 - 1, 2**32, 2**53, 2**63, 2**64, -2**63, 10**30]
 SPEC_FIELDS = ["prompt", "negative_prompt", "seed", "particles", "prior", "mode", "device", "preset",
@@ -33,6 +44,7 @@ class Case:
     kind: str
     data: bytes
     authed: bool
+    must_refuse: bool = False  # a submit valid in every way but a padded path: `accepted` is a confinement bypass
 
 
 def _str(rng: random.Random) -> str:
@@ -150,6 +162,33 @@ def _framing(rng: random.Random) -> tuple[str, bytes]:
     return "length-only", struct.pack(">I", rng.randint(1, 1000))
 
 
+def padded_path_case(rng: random.Random, id_: int) -> Case:
+    """A tiny, otherwise valid job whose one path-like value is padded with (Unicode) white space."""
+    field, template = rng.choice(PADDED_PATHS)
+    target, folder = rng.choice(PADDED_TARGETS)
+    value_ = template.format(p=rng.choice(PADDING), t=target, d=folder)
+    overrides: dict[str, Any] = {"nerf": {"steps": 1, "resolution_schedule": [[0, 16]]}, field: value_}
+    if field == "input_mesh":
+        overrides["mode"] = "retexture"
+    sd = value_.strip().startswith("sd") or field in ("model", "phi_model")
+    if sd:
+        overrides["prompt"] = "a chair"
+    h = {"type": "submit", "id": id_, "preset": "fast" if sd else "cpu-smoke", "overrides": overrides,
+         "attach": False}
+    return Case("padded-path", encode(h), authed=True, must_refuse=True)
+
+
+def overflow_case(rng: random.Random, id_: int) -> Case:
+    """A number literal that parses to ±inf (1e309) somewhere in a header: json.dumps cannot write one."""
+    lit = rng.choice(["1e309", "-1e309", "1e400", "123456789e999"])
+    body = rng.choice([f'{{"type":"ping","id":{id_},"nonce":{lit}}}', f'{{"type":"ping","id":{lit}}}',
+                       f'{{"type":"ping","id":{id_},"nonce":{{"a":[0,{lit}]}}}}',
+                       f'{{"type":"get_artifact","id":{id_},"job_id":"x","name":"n","offset":{lit}}}',
+                       f'{{"type":"submit","id":{id_},"preset":"cpu-smoke","overrides":{{"seed":{lit}}},'
+                       f'"zz_not_a_field":1}}'])
+    return Case("overflow-number", struct.pack(">I", len(body)) + body.encode(), authed=True)
+
+
 def make_case(rng: random.Random, next_id: int) -> Case:
     """One connection's worth of bytes; ids start at next_id."""
     r = rng.random()
@@ -168,6 +207,10 @@ def make_case(rng: random.Random, next_id: int) -> Case:
         h = message(rng, "submit", next_id)
         h.setdefault("mesh_name", rng.choice(["m.glb", "../../x.obj", "a.txt", "\ud83d.ply"]))
         return Case("submit-with-payload", encode(h, mesh), authed=True)
+    if r < 0.34:
+        return padded_path_case(rng, next_id)
+    if r < 0.36:
+        return overflow_case(rng, next_id)
     types = sorted(P.CLIENT_MESSAGES) + ["teleport", "", "\ud83d"]
     frames = [encode(message(rng, rng.choice(types), next_id + i)) for i in range(rng.randint(1, 4))]
     return Case("messages", b"".join(frames), authed=True)

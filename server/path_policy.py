@@ -17,13 +17,15 @@ several scenes), `prior = sd:<model>`, `model` and `phi_model`; `output_dir` nam
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.priors.registry import analytic_tokens, canonical_prior
+from engine.priors.registry import analytic_tokens, canonical_prior, trimmed
 
 MODEL_NAMES_NOT_PATHS = ("shared",)  # phi_model = "shared": a LoRA on the pretrained UNet
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?")
 
 
 def hub_cache_dir(env: dict[str, str] | None = None) -> Path:
@@ -123,7 +125,7 @@ def _resolve(value: Any, base: Path) -> Path | None:
 
     The value is taken exactly as written (the spec refuses padded paths), and no answer depends on
     whether a path outside the roots exists: resolving is lexical where the file is missing."""
-    if not isinstance(value, str) or not value or value != value.strip() or "\x00" in value:
+    if not isinstance(value, str) or not value or value != trimmed(value) or "\x00" in value:
         return None
     try:
         p = Path(value).expanduser()
@@ -137,10 +139,8 @@ def _is_model_name(value: str) -> bool:
     if value in MODEL_NAMES_NOT_PATHS:
         return True
     v = value
-    if not v or v != v.strip() or v.startswith((".", "~", "/")) or "\\" in v or ":" in v or v.count("/") > 1:
+    if not _HUB_ID.fullmatch(v) or ".." in v.split("/"):  # the hub's own rule: [A-Za-z0-9_.-], ≤ 96 per part
         return False
-    if ".." in v.split("/") or any(len(part.encode("utf-8", "replace")) > 96 for part in v.split("/")):
-        return False  # hub ids are at most 96 characters per part
     try:
         return not Path(v).exists()  # the engine would read a folder of that name in its working directory
     except (OSError, ValueError):

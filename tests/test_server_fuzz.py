@@ -34,7 +34,7 @@ def test_the_cases_cover_every_message_type_and_every_kind_of_damage():
     assert set(P.CLIENT_MESSAGES) <= types, set(P.CLIENT_MESSAGES) - types
     assert {"random-bytes", "huge-length", "zero-length", "bad-header", "bad-payload-size", "truncated",
             "short-payload", "deep-nesting", "deep-nesting-unparsable", "submit-with-payload", "messages",
-            "pre-auth-message"} <= kinds
+            "pre-auth-message", "padded-path", "overflow-number"} <= kinds
     for needle in ("\\ud83d", "../../../../etc/passwd", "analytic:mesh=/etc/passwd", "\\u0000",
                    '"offset": 9223372036854775808', '"input_mesh"', '"output_dir"', '"phi_model"'):
         assert needle in text, needle
@@ -58,5 +58,6 @@ def test_fuzz_live_server_no_crash_hang_silent_drop_or_internal(srv):
     assert counts.internal_errors == 0, report
     assert counts.invalid_server_frames == 0, report
     assert counts.field_errors_without_field == 0, report
+    assert counts.padded_paths_sent >= 20 and counts.padded_paths_accepted == 0, report
     assert counts.errors_naming_field > counts.cases // 3
     assert srv.proc.poll() is None

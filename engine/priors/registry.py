@@ -8,6 +8,7 @@ torch model code: factories are named as "module:Class" and imported when a job 
 from __future__ import annotations
 
 import importlib
+import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,13 +82,29 @@ def find_prior(value: Any) -> PriorEntry | None:
     return next((e for e in PRIORS if e.matches(value)), None)
 
 
+def trimmed(value: str) -> str:
+    """`value` without padding at either end: white space (Unicode's included: U+00A0, U+3000…) and
+    invisible format characters (U+200B zero width space, U+FEFF…), which str.strip() keeps and which
+    turn '/etc' into a relative path. One notion of padding for every path value and the prior."""
+    start, end = 0, len(value)
+    while start < end and _pad(value[start]):
+        start += 1
+    while end > start and _pad(value[end - 1]):
+        end -= 1
+    return value[start:end]
+
+
+def _pad(ch: str) -> bool:
+    return ch.isspace() or unicodedata.category(ch) == "Cf"
+
+
 def analytic_tokens(argument: str) -> list[str]:
     """The parts after 'analytic:', as the analytic prior reads them: 'mesh=<path>' alone keeps the
     whole rest as its path (commas included); otherwise comma-separated scenes and 's=<noise>'."""
-    arg = argument.strip()
+    arg = trimmed(argument)
     if arg.startswith("mesh="):
-        return ["mesh=" + arg[len("mesh="):].strip()]
-    return [("mesh=" + t.strip()[len("mesh="):].strip()) if t.strip().startswith("mesh=") else t.strip()
+        return ["mesh=" + trimmed(arg[len("mesh="):])]
+    return [("mesh=" + trimmed(trimmed(t)[len("mesh="):])) if trimmed(t).startswith("mesh=") else trimmed(t)
             for t in arg.split(",")]
 
 
@@ -95,11 +112,11 @@ def canonical_prior(value: str) -> str:
     """The one spelling of a prior value: no white space (Unicode's included) around the value, after
     its 'name:', around its scenes or around a mesh path. Spec validation refuses every other
     spelling, so nothing downstream ever strips, and what is checked is what is loaded."""
-    name, sep, arg = value.strip().partition(":")
+    name, sep, arg = trimmed(value).partition(":")
     if not sep:
         return name
-    name = name.strip()
-    arg = ",".join(analytic_tokens(arg)) if name == "analytic" else arg.strip()
+    name = trimmed(name)
+    arg = ",".join(analytic_tokens(arg)) if name == "analytic" else trimmed(arg)
     return f"{name}:{arg}"
 
 
