@@ -94,6 +94,8 @@ PADDED = [
     ("model", " {folder}"),
     ("phi_model", "{folder}\u00a0"),
     ("input_mesh", " {secret}"),
+    ("model", "\u200b{folder}"),  # zero width space: not white space to str.strip(), still padding
+    ("prior", "analytic:mesh=\ufeff{secret}"),
 ]
 
 
