@@ -37,7 +37,7 @@ from ..field.occupancy import OccupancyGrid
 from .batched import render_batched
 from .geometry import sphere_intersect
 from .jitter import device_generator, ray_offsets
-from .packed import DEFAULT_CHUNK, render_packed, sample_normals
+from .packed import DEFAULT_CHUNK, render_packed, run_field, sample_normals
 
 METHODS = ("auto", "packed", "batched", "nerfacc")
 
@@ -88,7 +88,7 @@ def render_volume(field, cameras: Cameras, background: torch.Tensor, samples_per
         raise RuntimeError("method='nerfacc' needs CUDA rays and nerfacc's compiled kernels: use 'auto' or 'packed'")
     eps = (1e-4 if o.is_cuda else 0.0) if early_stop_eps is None else early_stop_eps
     if method == "nerfacc":
-        acc = _render_nerfacc(field, o, d, samples_per_ray, radius, dgen, occupancy, want_normals, eps)
+        acc = _render_nerfacc(field, o, d, samples_per_ray, radius, dgen, occupancy, want_normals, eps, chunk)
     elif method == "batched":
         acc = render_batched(field, o, d, samples_per_ray, radius, dgen, occupancy, want_normals, eps,
                              importance_samples)
@@ -155,7 +155,7 @@ def march_start_jitter(n_rays: int, step: float, dgen: torch.Generator | None, d
     return ray_offsets(n_rays, dgen, device, dtype) * step
 
 
-def _render_nerfacc(field, o, d, samples, radius, dgen, occupancy, want_normals, eps):
+def _render_nerfacc(field, o, d, samples, radius, dgen, occupancy, want_normals, eps, chunk):
     """CUDA: nerfacc ray marching over the occupancy mask, packed samples."""
     n_rays = o.shape[0]
     est = _estimator(occupancy, radius, o.device)
@@ -171,7 +171,10 @@ def _render_nerfacc(field, o, d, samples, radius, dgen, occupancy, want_normals,
         return field.density(positions(ts, te, ri))
 
     def rgb_sigma_fn(ts, te, ri):
-        sigma, rgb = field(positions(ts, te, ri))
+        # without autograd (previews, evaluation) in chunks: one call's activations on every sample of
+        # a 512² view are gigabytes even though none of them is kept
+        pts = positions(ts, te, ri)
+        sigma, rgb = field(pts) if torch.is_grad_enabled() else run_field(field, pts, chunk)
         return rgb, sigma
 
     ri, ts, te = est.sampling(o, d, sigma_fn=sigma_fn if torch.is_grad_enabled() else None, t_min=t0, t_max=t1,
