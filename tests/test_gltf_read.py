@@ -225,3 +225,15 @@ def test_a_mesh_whose_faces_have_no_area_is_a_mesh_problem(tmp_path):
     with pytest.raises(MeshInputError, match="no triangle with an area") as info:
         load_mesh(tmp_path / "flat.glb")
     assert info.value.code == "invalid_mesh"
+
+
+def test_whole_floats_as_indices_and_meshes_no_node_places():
+    """JSON has one number type ("nodes": [0.0] is node 0, as the validator agrees); a file whose nodes
+    place no mesh hands over its meshes as they are."""
+    g = _one({"POSITION": lambda g: g.accessor(V)}, _idx)
+    doc = g.doc
+    doc["scenes"][0]["nodes"] = [0.0]
+    doc["meshes"][0]["primitives"][0]["indices"] = float(doc["meshes"][0]["primitives"][0]["indices"])
+    assert parse_gltf(g.glb()).faces.shape == (12, 3)
+    del doc["nodes"][0]["mesh"]
+    assert parse_gltf(g.glb()).vertices.shape == (8, 3)

@@ -71,6 +71,7 @@ def _json(raw: bytes) -> dict[str, Any]:
         doc = json.loads(raw.decode("utf-8-sig"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise GltfError("the file is neither a GLB nor glTF JSON") from None
+    doc = _integral(doc)
     if not isinstance(doc, dict) or not isinstance(doc.get("asset"), dict):
         raise GltfError("the file is not glTF (no 'asset' object)")
     version = str(doc["asset"].get("version", ""))
@@ -121,10 +122,10 @@ class _Reader:
 
     def _item(self, key: str, index: Any) -> dict[str, Any]:
         items = self._list(key)
-        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(items) \
-                or not isinstance(items[index], dict):
+        i = _integer(index)
+        if i is None or not 0 <= i < len(items) or not isinstance(items[i], dict):
             raise GltfError(f"the file refers to {key}[{index}], which does not exist")
-        return items[index]
+        return items[i]
 
     # -------------------------------------------------------- buffers
     def buffer(self, index: int) -> bytes:
@@ -272,7 +273,7 @@ class _Reader:
 
     def _placed_meshes(self) -> list[tuple[int, np.ndarray, Any, Any]]:
         """(mesh, world matrix, node's morph weights, skin) for every node of the default scene that
-        holds a mesh; meshes of a file with no nodes at all are taken as they are."""
+        holds a mesh; meshes of a file whose nodes place none (or with no nodes) are taken as they are."""
         nodes = self._list("nodes")
         if not nodes:
             return [(i, np.eye(4), None, None) for i in range(len(self._list("meshes")))]
@@ -298,6 +299,8 @@ class _Reader:
             if "mesh" in node:
                 out.append((node["mesh"], world, node.get("weights"), node.get("skin")))
             stack.extend((c, world) for c in reversed(node.get("children") or []))
+        if not out:  # nodes, but none places a mesh (a library of meshes): take the meshes as they are
+            return [(i, np.eye(4), None, None) for i in range(len(self._list("meshes")))]
         return out
 
     def _primitive(self, mesh_index: int, mesh: dict[str, Any], prim: dict[str, Any], world: np.ndarray,
@@ -395,8 +398,29 @@ class _Reader:
 
 
 # ----------------------------------------------------------------- helpers
+def _integral(obj: Any) -> Any:
+    """JSON has one number type: 1.0 where an index or count is due means 1 (the validator agrees), so
+    every whole float becomes an int once, here; transforms and weights read the same either way."""
+    if isinstance(obj, float) and obj.is_integer():
+        return int(obj)
+    if isinstance(obj, dict):
+        return {k: _integral(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_integral(v) for v in obj]
+    return obj
+
+
+def _integer(v: Any) -> int | None:
+    """A JSON integer; 1.0 counts (JSON has one number type, and the validator accepts it)."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v if isinstance(v, int) else None
+
+
 def _count(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    return _integer(v) is not None and v >= 0
 
 
 def _dequantize(values: np.ndarray, dtype: np.dtype) -> np.ndarray:

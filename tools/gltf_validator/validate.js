@@ -9,14 +9,21 @@ const validator = require("gltf-validator");
 async function main(files) {
   const out = {};
   for (const file of files) {
-    const report = await validator.validateBytes(new Uint8Array(fs.readFileSync(file)), {
-      uri: path.basename(file),
-      maxIssues: 100,
-      externalResourceFunction: (uri) => new Promise((resolve, reject) => {
-        const target = path.resolve(path.dirname(file), decodeURIComponent(uri));
-        fs.readFile(target, (err, data) => (err ? reject(err.toString()) : resolve(new Uint8Array(data))));
-      }),
-    });
+    let report;
+    try {
+      report = await validator.validateBytes(new Uint8Array(fs.readFileSync(file)), {
+        uri: path.basename(file),
+        maxIssues: 100,
+        externalResourceFunction: (uri) => new Promise((resolve, reject) => {
+          const target = path.resolve(path.dirname(file), decodeURIComponent(uri));
+          fs.readFile(target, (err, data) => (err ? reject(err.toString()) : resolve(new Uint8Array(data))));
+        }),
+      });
+    } catch (err) {  // not glTF at all: one fatal issue, like the validator's own command line reports
+      out[file] = {numErrors: 1, numWarnings: 0,
+                   messages: [{code: "UNREADABLE", message: String(err), pointer: "", severity: 0}]};
+      continue;
+    }
     out[file] = {
       numErrors: report.issues.numErrors,
       numWarnings: report.issues.numWarnings,
