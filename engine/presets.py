@@ -1,18 +1,35 @@
-"""Named presets: `paper` (DESIGN.md §3 settings), `fast`, `preview` and `cpu-smoke` (tests)."""
+"""Named presets: `paper` (DESIGN.md §3 settings), `fast`, `preview`, `low-vram` (Stable Diffusion) and
+`cpu-smoke` (the analytic prior: tests, demo, benchmarks)."""
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
 from typing import Any
 
+from .retexture_mode import retexture_bundle, wants_retexture
 from .scene_mode import keep_evaluation_inside, scene_bundle, wants_scene
 from .spec import CameraSpec, ExportSpec, FieldSpec, JobSpec, StageSpec
 
 
 def paper() -> JobSpec:
-    """The ProlificDreamer settings: 25k/15k/30k steps, 64²→512² at step 5k."""
-    return JobSpec(preset="paper", nerf=StageSpec(lambda_sparsity=10.0, preview_every=200,
-                                                   checkpoint_every=1000))
+    """The ProlificDreamer settings: 25k/15k/30k steps, 64²→512² at step 5k, Stable Diffusion."""
+    spec = JobSpec(preset="paper", prior="sd", nerf=StageSpec(
+        lambda_sparsity=10.0, preview_every=200, checkpoint_every=1000,
+        # threestudio's prolificdreamer.yaml: lambda_opaque [10000, 0, 1000, 10001], i.e. 0 until step
+        # 10k of 25k, then 1000: once the shape has formed, every ray either hits or misses, so the
+        # density-threshold mesh of stage 2 is what the renders showed (no fog for stage 3 to inherit)
+        lambda_opaque=1000.0, opaque_ramp=(10000, 10001)))
+    # stage 3 in text mode starts from stage 1's colour field, so it never samples t above 0.5: the
+    # official code inherits the colours and uses t ≤ 0.5 from step 0 (threestudio's 0.98 for the first
+    # 5k steps is for a colour field trained from scratch, which re-texture mode is: engine/retexture_mode.py)
+    spec.texture.t_max = 0.5
+    return spec
+
+
+def _opaque_from(spec: JobSpec, fraction: float = 0.4) -> None:
+    """The opacity term switched on at the same fraction of stage 1 as threestudio's 10k of 25k."""
+    start = int(round(spec.nerf.steps * fraction))
+    spec.nerf.lambda_opaque, spec.nerf.opaque_ramp = 1000.0, (start, start + 1)
 
 
 def fast() -> JobSpec:
@@ -21,9 +38,10 @@ def fast() -> JobSpec:
     spec.preset = "fast"
     spec.nerf = StageSpec(steps=4000, resolution_schedule=[[0, 64], [1500, 256]], anneal_step=1500,
                           samples_per_ray=64, lambda_sparsity=10.0, preview_every=100, checkpoint_every=500)
+    _opaque_from(spec)
     spec.geometry.steps, spec.geometry.resolution_schedule = 2000, [[0, 256]]
     spec.texture.steps, spec.texture.resolution_schedule = 3000, [[0, 256]]
-    spec.texture.anneal_step = 1000
+    spec.texture.anneal_step = 1000  # re-texture's annealing step (text mode stays at t ≤ 0.5 throughout)
     return spec
 
 
@@ -33,6 +51,7 @@ def preview() -> JobSpec:
     spec.preset = "preview"
     spec.nerf = StageSpec(steps=1500, resolution_schedule=[[0, 64]], anneal_step=800, samples_per_ray=64,
                           lambda_sparsity=10.0, preview_every=50, checkpoint_every=250)
+    _opaque_from(spec)
     spec.geometry.steps, spec.geometry.resolution_schedule = 300, [[0, 128]]
     spec.texture.steps, spec.texture.resolution_schedule = 500, [[0, 128]]
     spec.texture.anneal_step = 200
@@ -65,7 +84,9 @@ def cpu_smoke() -> JobSpec:
                            lambda_laplacian=1e-3, preview_every=20, checkpoint_every=50),
         # stage 3 starts from stage 1's colours, so t ≤ 0.1 T soon (step 25): at larger t the fresh
         # ε_φ is still noise and so is its VSD gradient (textured mesh 25.8 → 28.5 dB, closing notes)
-        texture=StageSpec(steps=150, method="vsd", resolution_schedule=[[0, 64]], anneal_step=25, t_max_annealed=0.1,
+        # t ≤ 0.5 before that in text mode (it inherits stage 1's colours); re-texture starts at 0.98
+        texture=StageSpec(steps=150, method="vsd", resolution_schedule=[[0, 64]], t_max=0.5, anneal_step=25,
+                          t_max_annealed=0.1,
                           guidance_scale=1.0, lr_grid=3e-2, lr_mlp=3e-3, lr_phi=1e-3, preview_every=25, checkpoint_every=50),
         export=ExportSpec(texture_size=256, face_target=5000, unwrap_timeout_s=60.0),
     )
@@ -86,6 +107,15 @@ def low_vram() -> JobSpec:
 PRESETS: dict[str, Callable[[], JobSpec]] = {
     "paper": paper, "fast": fast, "preview": preview, "cpu-smoke": cpu_smoke, "low-vram": low_vram,
 }
+# made for the analytic prior (guidance 1, distant cameras, tiny field): refused with a text prior
+ANALYTIC_PRESETS = ("cpu-smoke",)
+# what the command line runs when no --preset is given: the product's setting, not the test one
+DEFAULT_PRESET = "fast"
+
+
+def text_presets() -> list[str]:
+    """The presets made for a text prior such as Stable Diffusion."""
+    return [name for name in PRESETS if name not in ANALYTIC_PRESETS]
 
 
 def make_spec(preset: str = "paper", overrides: dict[str, Any] | None = None) -> JobSpec:
@@ -100,6 +130,8 @@ def make_spec(preset: str = "paper", overrides: dict[str, Any] | None = None) ->
     scene = wants_scene(base, over)
     if scene:  # scene mode: the preset's scene settings, under the user's overrides
         base = _deep_merge(base, scene_bundle(preset))
+    if wants_retexture(base, over):  # a fresh colour field on the user's mesh: t up to 0.98 first
+        base = _deep_merge(base, retexture_bundle())
     merged = _deep_merge(base, over)
     if scene:
         merged = keep_evaluation_inside(merged, over)

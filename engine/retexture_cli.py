@@ -14,7 +14,7 @@ from pathlib import Path
 from .cli_spec import SET_HELP, parse_set, report
 from .errors import MeshInputError
 from .mesh.mesh_io import DEFAULT_FACE_LIMIT, load_mesh
-from .presets import PRESETS, make_spec
+from .presets import DEFAULT_PRESET, PRESETS, make_spec
 from .priors.registry import prior_syntax
 from .run_cli import main as run_main
 from .spec import SpecError
@@ -25,8 +25,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("mesh", type=Path, help="GLB, glTF, OBJ or PLY (as Blender exports them)")
     ap.add_argument("--prompt", required=True)
     ap.add_argument("--negative-prompt")
-    ap.add_argument("--preset", default="cpu-smoke", choices=list(PRESETS))
-    ap.add_argument("--prior", help=prior_syntax())
+    ap.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS),
+                    help=f"settings to start from (default {DEFAULT_PRESET}, Stable Diffusion; cpu-smoke is the "
+                         "analytic prior's test preset)")
+    ap.add_argument("--prior", help=f"default: the preset's (sd for all but cpu-smoke); {prior_syntax()}")
     ap.add_argument("--seed", type=int)
     ap.add_argument("--device", help="auto | cpu | cuda[:N]")
     ap.add_argument("--decimate", action="store_true",

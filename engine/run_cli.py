@@ -10,7 +10,7 @@ from pathlib import Path
 from .cli_spec import SET_HELP, parse_set, read_run_spec, report
 from .errors import JobCancelled, error_code
 from .events import Event, Log, Preview, Progress, StageStarted
-from .presets import PRESETS, make_spec
+from .presets import DEFAULT_PRESET, PRESETS, make_spec
 from .priors.registry import prior_syntax
 from .spec import SpecError
 
@@ -46,8 +46,10 @@ class ProgressPrinter:
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="vsdream run", description="Run a VSDream job into a folder.")
-    ap.add_argument("--preset", default="cpu-smoke", choices=list(PRESETS))
-    ap.add_argument("--prior", help=prior_syntax())
+    ap.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS),
+                    help=f"settings to start from (default {DEFAULT_PRESET}, Stable Diffusion; cpu-smoke is the "
+                         "analytic prior's test preset)")
+    ap.add_argument("--prior", help=f"default: the preset's (sd for all but cpu-smoke); {prior_syntax()}")
     ap.add_argument("--prompt")
     ap.add_argument("--negative-prompt")
     ap.add_argument("--seed", type=int)

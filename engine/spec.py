@@ -138,6 +138,9 @@ class StageSpec:
     phi_camera_dropout: float = spec_field(0.1, within(0.0, 1.0))
     lambda_sparsity: float = spec_field(0.0, _LAMBDA)
     lambda_opaque: float = spec_field(0.0, _LAMBDA)
+    # [start, end] steps: lambda_opaque is 0 before start and ramps linearly to its full value at end
+    # (threestudio's [10000, 0, 1000, 10001] is start 10000, end 10001: switched on at 10k)
+    opaque_ramp: tuple[int, int] = spec_field((0, 0), ordered(0, 10_000_000))
     # scenes: Σ w (t − depth)² on rays at least half opaque, so each ray's weight gathers at one surface
     lambda_z_variance: float = spec_field(0.0, _LAMBDA)
     lambda_normal_consistency: float = spec_field(0.0, _LAMBDA)
@@ -250,6 +253,12 @@ class JobSpec:
         entry = find_prior(self.prior) if fine("prior") else None
         if entry is not None and entry.needs_prompt and fine("prompt") and not self.prompt.strip():
             problems.append(FieldProblem("prompt", self.prompt, f"a non-empty text prompt for the {entry.name} prior"))
+        if entry is not None and entry.needs_prompt and fine("preset"):
+            from .presets import ANALYTIC_PRESETS, text_presets  # here: engine.presets imports this module
+            if self.preset in ANALYTIC_PRESETS:
+                problems.append(FieldProblem("preset", self.preset, f"one of {', '.join(map(repr, text_presets()))} "
+                                             f"for the {entry.name} prior ({self.preset} is made for the analytic "
+                                             "prior: guidance 1, distant cameras, a tiny field)"))
         for entry in STAGES:
             s = getattr(self, entry.name)
             if fine(f"{entry.name}.t_min", f"{entry.name}.t_max") and s.t_min >= s.t_max:

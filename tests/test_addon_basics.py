@@ -219,7 +219,7 @@ def test_choosing_a_preset_brings_its_camera(addon):
     from blender_addon.properties import PRESET_CAMERAS
     from engine.presets import make_spec
     for name, cam in PRESET_CAMERAS.items():  # the add-on's table matches the engine's presets
-        spec = make_spec(name)
+        spec = make_spec(name, {"prompt": "a ceramic owl"})
         assert cam["distance"] == pytest.approx(spec.camera.distance), name
         assert cam["fov_deg"] == pytest.approx(spec.camera.fov_deg), name
     s = bpy.context.scene.vsdream

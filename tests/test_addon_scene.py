@@ -128,7 +128,7 @@ def test_scene_mode_sends_the_scene_kind_and_the_inside_distances_the_engine_acc
     from blender_addon.properties import PRESET_SCENE_CAMERAS
     from engine.presets import make_spec
     for name, cam in PRESET_SCENE_CAMERAS.items():  # the add-on's table matches the engine's scene bundles
-        spec = make_spec(name, {"field": {"kind": "scene"}})
+        spec = make_spec(name, {"prompt": "a cosy room", "field": {"kind": "scene"}})
         assert cam["distance"] == pytest.approx(spec.camera.distance), name
         assert cam["fov_deg"] == pytest.approx(spec.camera.fov_deg), name
     s = bpy.context.scene.vsdream

@@ -96,7 +96,7 @@ def test_bench_memory_cli_prints_json(capsys):
 
 
 def test_low_vram_preset_keeps_one_unet_and_a_smaller_stage1_than_paper():
-    low, paper = make_spec("low-vram"), make_spec("paper")
+    low, paper = (make_spec(p, {"prompt": "a ceramic owl"}) for p in ("low-vram", "paper"))
     assert low.phi_model == "shared" and max(r for _, r in low.nerf.resolution_schedule) == 256
     a = estimate_stage(low, "nerf", 1, model="tiny-sd", spp=8.0)
     b = estimate_stage(paper, "nerf", 1, model="tiny-sd", spp=8.0)

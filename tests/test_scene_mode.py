@@ -44,15 +44,15 @@ def _room_density(x: torch.Tensor) -> torch.Tensor:
 
 
 def test_scene_kind_brings_the_scene_settings_and_overrides_still_win():
-    spec = make_spec("paper", {"field": {"kind": "scene"}})
+    spec = make_spec("paper", {"prompt": "a room", "field": {"kind": "scene"}})
     assert (spec.field.blob, spec.field.radius, spec.field.background) == ("scene", 5.0, "network")
     assert spec.camera.distance == (0.1, 2.3) and spec.camera.eval_distance == 2.0
     assert not spec.camera.view_dependent_prompts and spec.nerf.anneal_step == 10000
     assert spec.nerf.lambda_sparsity == 0.0 and not spec.geometry.enabled
-    mine = make_spec("paper", {"field": {"kind": "scene", "radius": 4.0}, "camera": {"distance": [0.2, 1.0]}})
+    mine = make_spec("paper", {"prompt": "a room", "field": {"kind": "scene", "radius": 4.0}, "camera": {"distance": [0.2, 1.0]}})
     assert mine.field.radius == 4.0 and mine.camera.distance == (0.2, 1.0) and mine.field.blob == "scene"
     assert mine.camera.eval_distance == 1.0  # the held-out orbit stays where the cameras were
-    assert make_spec("paper", {"field": {"kind": "scene"}, "camera": {"distance": [0.2, 1.0], "eval_distance": 1.5}}
+    assert make_spec("paper", {"prompt": "a room", "field": {"kind": "scene"}, "camera": {"distance": [0.2, 1.0], "eval_distance": 1.5}}
                      ).camera.eval_distance == 1.5  # unless the user asks for it
     smoke = make_spec("cpu-smoke", {"field": {"kind": "scene"}})
     assert smoke.prior == "analytic:room" and smoke.field.radius == 2.9

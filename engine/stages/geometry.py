@@ -75,7 +75,11 @@ class GeometryStage(MeshStage):
         else:
             nets = [extract_dmtet(ctx, density, i, threshold) for i, density in enumerate(densities)]
         self.dmtets = torch.nn.ModuleList(nets)
-        self.opt = torch.optim.Adam([g for n in nets for g in n.param_groups(self.cfg.lr_geometry)])
+        self.frame_subject(self.meshes())
+        # threestudio's geometry-stage optimiser (Adam, betas (0.9, 0.99), eps 1e-15): the small eps keeps
+        # steps on SDF values and offsets whose gradients are tiny from being damped away
+        self.opt = torch.optim.Adam([g for n in nets for g in n.param_groups(self.cfg.lr_geometry)],
+                                    betas=(0.9, 0.99), eps=1e-15)
         self.normal_prior = normal_map_prior(self.prior)
         self._setup_phi()
 

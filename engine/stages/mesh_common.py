@@ -26,6 +26,7 @@ class MeshStage(HoldsPhi, Stage):
     """Base class: subclasses set `name`, build their parameters, then call `_setup_phi`."""
 
     cfg: StageSpec
+    trains_background = False  # whether the distillation gradient reaches the background network
 
     def __init__(self, ctx: JobContext, cfg: StageSpec, prior: Prior | None = None):
         self.ctx, self.spec, self.cfg = ctx, ctx.spec, cfg
@@ -35,9 +36,26 @@ class MeshStage(HoldsPhi, Stage):
         self.gen = ctx.generator(self.name)
         self.timer = PhaseTimer()
         self.sampler = CameraSampler(ctx.spec.camera)
+        self.camera_factor = 1.0  # training and held-out camera distances × this (frame_subject)
         self.raster = make_rasterizer(self.device)
         self.prior = prior if prior is not None else ctx.prior()
         self.phi_trainer = None
+
+    def frame_subject(self, meshes: list[tuple[torch.Tensor, torch.Tensor]], saved: dict[str, Any] | None = None) -> None:
+        """Scale this stage's camera distances so the meshes fill the frame as the preset's cameras
+        allow (engine/framing.py): a user's mesh in re-texture mode, or the surface stage 1 grew,
+        whatever its size and aspect. Objects only: a scene's cameras stand inside it. A checkpoint's
+        factor wins, so a resumed stage trains from the same cameras."""
+        from ..framing import mesh_stage_factor, scaled_camera
+        if saved is not None and "camera_factor" in saved:
+            factor = float(saved["camera_factor"])
+        else:
+            factor = mesh_stage_factor(self.spec, meshes)
+        if factor != self.camera_factor:
+            self.ctx.log(f"{self.name}: camera distances × {factor:.3g} to frame the mesh "
+                         f"(training {self.spec.camera.distance[0] * factor:.2f}–{self.spec.camera.distance[1] * factor:.2f})")
+        self.camera_factor = factor
+        self.sampler = CameraSampler(scaled_camera(self.spec.camera, factor))
 
     def _setup_phi(self) -> None:
         """A fresh ε_φ per stage (DESIGN.md §3 stage 3); nothing for SDS."""
@@ -55,7 +73,8 @@ class MeshStage(HoldsPhi, Stage):
         if mode == "random_half_solid":  # no network to fall back on: always a random solid colour
             draws = torch.rand(cams.batch, 4, generator=self.gen).to(self.device)
             return cams, draws[:, None, None, :3].expand_as(dirs).contiguous()
-        return cams, choose_background(mode, dirs, background, self.gen).detach()
+        backdrop = choose_background(mode, dirs, background, self.gen)
+        return cams, backdrop if self.trains_background else backdrop.detach()
 
     def condition(self, cams: Cameras, backdrop: torch.Tensor) -> Conditioning:
         p = self.spec.prompt
@@ -72,8 +91,10 @@ class MeshStage(HoldsPhi, Stage):
         return {"phi": self.phi_trainer.train(renders, self.gen)}
 
     def phi_state(self) -> dict[str, Any]:
-        return {**super().phi_state(), "gen": self.gen.get_state()}
+        return {**super().phi_state(), "gen": self.gen.get_state(), "camera_factor": self.camera_factor}
 
     def load_phi_state(self, state: dict[str, Any]) -> None:
         super().load_phi_state(state)
         self.gen.set_state(state["gen"])
+        if "camera_factor" in state:
+            self.frame_subject([], state)

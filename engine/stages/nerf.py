@@ -46,6 +46,18 @@ def z_variance_loss(out: RenderOutput) -> torch.Tensor:
     return out.depth_variance[solid].mean()
 
 
+def opaque_weight(cfg: StageSpec, step: int) -> float:
+    """The opacity term's weight at `step`: 0 before `opaque_ramp[0]`, `lambda_opaque` from
+    `opaque_ramp[1]`, linear between (the binary cross-entropy of each ray's opacity with itself,
+    threestudio's `lambda_opaque`: rays either hit or miss, so no fog survives into the mesh)."""
+    start, end = cfg.opaque_ramp
+    if step < start:
+        return 0.0
+    if step >= end:
+        return cfg.lambda_opaque
+    return cfg.lambda_opaque * (step - start) / (end - start)
+
+
 class NerfStage(HoldsPhi, Stage):
     name = "nerf"
 
@@ -132,9 +144,10 @@ class NerfStage(HoldsPhi, Stage):
         reg = out.rgb.new_zeros(())
         if cfg.lambda_sparsity > 0:
             reg = reg + cfg.lambda_sparsity * torch.sqrt(out.opacity ** 2 + 0.01).mean()
-        if cfg.lambda_opaque > 0:
+        opaque = opaque_weight(cfg, step)
+        if opaque > 0:
             o = out.opacity.clamp(1e-3, 1 - 1e-3)
-            reg = reg + cfg.lambda_opaque * torch.nn.functional.binary_cross_entropy(o, o)
+            reg = reg + opaque * torch.nn.functional.binary_cross_entropy(o, o)
         if cfg.lambda_z_variance > 0 and out.depth_variance is not None:
             reg = reg + cfg.lambda_z_variance * z_variance_loss(out)
         return reg

@@ -8,6 +8,7 @@ The mesh itself is part of the checkpoint, so `vsdream export` needs nothing els
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -51,16 +52,23 @@ def scene_views(spec: Any) -> float | None:
 
 class TextureStage(MeshStage):
     name = "texture"
+    trains_background = True
 
     def __init__(self, ctx: JobContext, meshes: list[Mesh], fields: list[ColorField],
                  backgrounds: list[Background | None] | None = None, loaded: LoadedMesh | None = None):
         super().__init__(ctx, ctx.spec.texture)
         self.meshes = [(v.detach().to(self.device).float(), f.to(self.device).long()) for v, f in meshes]
         self.fields = torch.nn.ModuleList(fields).to(self.device)
-        self.backgrounds = list(backgrounds or [None] * len(fields))
+        # stage 1's background networks keep training here (threestudio's texture stage, lr 1e-3): the
+        # colour field moves, and a frozen far field would hold it to stage 1's backdrop; copies, so
+        # stage 1's own particles stay as they finished
+        self.backgrounds = [copy.deepcopy(b).to(self.device) if b is not None else None
+                            for b in (backgrounds or [None] * len(fields))]
         self.loaded = loaded
-        self.opt = torch.optim.AdamW([g for fld in self.fields for g in fld.param_groups(self.cfg)],
-                                     betas=(0.9, 0.99), eps=1e-15, weight_decay=0.0)
+        self.frame_subject(self.meshes)
+        groups = [g for fld in self.fields for g in fld.param_groups(self.cfg)]
+        groups += [g for b in self.backgrounds if b is not None for g in b.param_groups(self.cfg)]
+        self.opt = torch.optim.AdamW(groups, betas=(0.9, 0.99), eps=1e-15, weight_decay=0.0)
         self._setup_phi()
 
     # ------------------------------------------------------------ factories
@@ -126,7 +134,7 @@ class TextureStage(MeshStage):
             with tm.phase("render"):
                 cams, backdrop = self.sample_views(step, bg)
                 out = self.render(i, cams, backdrop)
-                cond = self.condition(cams, backdrop)
+                cond = self.condition(cams, backdrop.detach())
             with tm.phase("prior"):
                 res, x0 = self.distill(out.image, cond, step)
             with tm.phase("backward"):
@@ -189,10 +197,17 @@ class TextureStage(MeshStage):
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
         return {"meshes": [(v.cpu(), f.cpu()) for v, f in self.meshes], "fields": self.fields.state_dict(),
+                "backgrounds": [b.state_dict() if b is not None else None for b in self.backgrounds],
                 "opt": self.opt.state_dict(), **self.phi_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.meshes = [(v.to(self.device), f.to(self.device)) for v, f in state["meshes"]]
         self.fields.load_state_dict(state["fields"])
-        self.opt.load_state_dict(state["opt"])
+        for b, saved in zip(self.backgrounds, state.get("backgrounds") or [None] * len(self.backgrounds), strict=True):
+            if b is not None and saved is not None:
+                b.load_state_dict(saved)
+        try:
+            self.opt.load_state_dict(state["opt"])
+        except ValueError:  # saved before the background trained here: other parameter groups
+            self.ctx.log("texture: checkpoint from an older version; the optimiser's moments start afresh")
         self.load_phi_state(state)
