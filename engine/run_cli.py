@@ -44,6 +44,33 @@ class ProgressPrinter:
             self.bar = None
 
 
+def fit_gate(spec, free_gb: float | None, force: bool) -> int | None:
+    """Print the fit check (device, estimated peak memory and time); 2 when the job cannot fit and
+    --force is not given, None to go on. A CPU job is checked against system RAM (engine/fit_check.py)."""
+    from .devices import DeviceUnavailable
+    from .fit_check import fit_check
+    if free_gb is not None and not free_gb > 0:
+        print(f"vsdream: --free-gb {free_gb}: a number of GB above 0", file=sys.stderr)
+        return 2
+    try:
+        check = fit_check(spec, free_gb=free_gb)
+    except DeviceUnavailable:
+        return None  # the run says which device is missing, with its hint, as before
+    for line in check.lines():
+        print(line)
+    if check.fits is not False:
+        return None
+    if force:
+        print("vsdream: --force: starting although the estimate exceeds the free memory")
+        return None
+    fixes = "; ".join(f"{s.label}: {s.cli}" for s in check.suggestions) or \
+        "none of the low-vram preset, fewer particles or a lower final resolution fits either"
+    print(f"vsdream: this job needs about {check.peak_gb:.1f} GB but {check.device.name} has "
+          f"{check.device.free_gb:.1f} GB free. Settings that fit: {fixes}. Or run anyway with --force.",
+          file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="vsdream run", description="Run a VSDream job into a folder.")
     ap.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS),
@@ -59,6 +86,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     ap.add_argument("--out", type=Path, help="run folder to create")
     ap.add_argument("--resume", type=Path, help="continue the job in this run folder")
+    ap.add_argument("--force", action="store_true",
+                    help="start even when the fit check estimates that the job does not fit the device's memory")
+    ap.add_argument("--free-gb", type=float, metavar="GB",
+                    help="check the fit against this much free memory instead of the device's (plan for another card)")
     args = ap.parse_args(argv)
     try:
         if args.resume:
@@ -80,6 +111,9 @@ def main(argv: list[str]) -> int:
     except SpecError as exc:
         return report(exc)
 
+    refused = fit_gate(spec, args.free_gb, args.force)
+    if refused is not None:
+        return refused
     from .pipeline import run_job  # after the spec checks: a usage error answers without loading torch
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -1,0 +1,83 @@
+"""Fit check (issue 23 item 2): the real memory estimator (bench memory's FakeTensorMode model) on the
+tiny random-weight SD, a free memory given as a parameter, the real CLI in-process."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch  # noqa: F401 - imported here, so the timings below measure the check, not torch's import
+
+from engine.fit_check import fit_check, memory_model
+from engine.presets import make_spec
+
+# stage 1 only, 2 particles at 128²: three estimates (2 particles, 1 particle, 64²) cover every claim
+SMALL = {"prior": "tiny-sd", "particles": 2, "nerf": {"steps": 2, "resolution_schedule": [[0, 128]]},
+         "geometry": {"enabled": False}, "texture": {"enabled": False}, "export": {"enabled": False}}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("fit") / "fit_check.json"
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return make_spec("cpu-smoke", SMALL)
+
+
+def test_the_analytic_prior_has_no_gpu_model_and_costs_nothing(tmp_path):
+    spec = make_spec("cpu-smoke")
+    t0 = time.perf_counter()
+    check = fit_check(spec, cache_path=tmp_path / "c.json")
+    assert time.perf_counter() - t0 < 2.0
+    assert check.peak_gb is None and check.fits is None and "no GPU model to estimate" in check.memory_model
+    assert check.device.kind == "cpu" and check.device.total_gb and check.device.free_gb
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_a_job_that_does_not_fit_is_refused_with_settings_that_fit(spec, cache):
+    assert memory_model(spec) == "tiny-sd"
+    roomy = fit_check(spec, free_gb=1000.0, cache_path=cache, time_estimate=False)
+    assert roomy.fits is True and roomy.suggestions == [] and roomy.peak_gb > 0
+    t0 = time.perf_counter()  # the same configuration again: from the cache file
+    again = fit_check(spec, free_gb=1000.0, cache_path=cache, time_estimate=False)
+    assert time.perf_counter() - t0 < 2.0 and again.peak_gb == roomy.peak_gb
+    tight = roomy.peak_gb - 0.001
+    check = fit_check(spec, free_gb=tight, cache_path=cache, time_estimate=False)
+    assert check.fits is False
+    labels = [s.label for s in check.suggestions]
+    assert labels == ["1 particle", "final resolution 64²"], labels
+    for s in check.suggestions:  # each suggestion, applied to the spec, fits by the same estimator
+        fixed = make_spec("cpu-smoke", _merge(SMALL, s.overrides))
+        verdict = fit_check(fixed, free_gb=tight, cache_path=cache, time_estimate=False)
+        assert verdict.fits is True and verdict.peak_gb == s.peak_gb < tight
+    assert cache.is_file()
+
+
+def test_time_estimate_on_cpu_is_a_measured_lower_bound(spec, cache):
+    check = fit_check(spec, free_gb=1000.0, cache_path=cache)
+    assert check.seconds is not None and check.seconds > 0 and check.seconds_are_lower_bound
+    assert "GFLOP/s" in check.time_note and "2 steps" in check.time_note
+    assert any(line.startswith("time: at least") for line in check.lines())
+
+
+def test_the_cli_refuses_a_job_that_cannot_fit_unless_forced(spec, cache, tmp_path, monkeypatch, capsys):
+    from engine.cli import main
+    monkeypatch.setenv("VSDREAM_CACHE_DIR", str(cache.parent))  # the estimates above, not the user's cache
+    peak = fit_check(spec, free_gb=1000.0, cache_path=cache, time_estimate=False).peak_gb
+    args = ["run", "--preset", "cpu-smoke", "--prior", "tiny-sd", "--particles", "2",
+            "--set", "nerf.steps=2", "--set", "nerf.resolution_schedule=[[0,128]]", "--set", "geometry.enabled=false",
+            "--set", "texture.enabled=false", "--set", "export.enabled=false", "--free-gb", f"{peak - 0.001}"]
+    assert main([*args, "--out", str(tmp_path / "refused")]) == 2
+    out = capsys.readouterr()
+    assert "does NOT fit" in out.out and "--particles 1" in out.err and "--force" in out.err
+    assert "Traceback" not in out.err and not (tmp_path / "refused").exists()
+    assert main([*args, "--force", "--out", str(tmp_path / "forced")]) == 0
+    assert (tmp_path / "forced" / "spec.json").is_file() and "--force" in capsys.readouterr().out
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
