@@ -19,6 +19,7 @@ from ..context import JobContext
 from ..field import Background
 from ..mesh.mesh_io import DEFAULT_FACE_LIMIT, LoadedMesh, load_mesh
 from ..mesh.render import render_mesh
+from ..mesh.uv_check import UVReport, check_uvs
 from ..preview import mean_over_particles, psnr_by_path, to_uint8
 from ..report import write_contact_sheet
 from ..representation import ColorField, new_color_field
@@ -53,6 +54,7 @@ def scene_views(spec: Any) -> float | None:
 class TextureStage(MeshStage):
     name = "texture"
     trains_background = True
+    uv_report: UVReport | None = None  # re-texture with the user's own UVs: what the bake will do to them
 
     def __init__(self, ctx: JobContext, meshes: list[Mesh], fields: list[ColorField],
                  backgrounds: list[Background | None] | None = None, loaded: LoadedMesh | None = None):
@@ -83,7 +85,12 @@ class TextureStage(MeshStage):
         ctx.log(f"re-texturing {loaded.source.name}: {loaded.mesh.num_faces} faces, "
                 f"{'its own UVs' if loaded.had_uvs else 'no UVs (will unwrap)'}"
                 + (", decimated" if loaded.decimated else ""))
-        return cls.from_mesh_file(ctx, loaded)
+        stage = cls.from_mesh_file(ctx, loaded)
+        if loaded.had_uvs:
+            stage.uv_report = check_uvs(loaded.mesh.uvs, loaded.mesh.faces)
+            for warning in stage.uv_report.warnings():
+                ctx.log(f"{loaded.source.name}: {warning}", level="warning")
+        return stage
 
     def results(self, resolution: int = 128) -> dict[str, Any]:
         """Held-out evaluation of the textured meshes and their contact sheet (one row per particle);
@@ -96,6 +103,9 @@ class TextureStage(MeshStage):
             m = self.loaded
             out["input"] = {"path": str(m.source), "faces": m.mesh.num_faces, "vertices": int(len(m.mesh.vertices)),
                             "had_uvs": m.had_uvs, "decimated": m.decimated}
+            if self.uv_report is not None:
+                out["input"].update(uv_overlap=round(self.uv_report.overlap, 4), uv_outside=round(self.uv_report.outside, 4),
+                                    uv_warnings=self.uv_report.warnings())
         return out
 
     @classmethod
