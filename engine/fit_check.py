@@ -216,7 +216,9 @@ def memory_key(spec: JobSpec, model: str) -> str:
         stages[name] = [s.method, max(r for _, r in s.resolution_schedule), s.batch_size, s.samples_per_ray,
                         s.importance_samples, s.guidance_scale != 1.0, s.grid_resolution if name == "geometry" else 0]
     key = {"v": _model_version(), "model": model, "phi": spec.phi_model, "particles": spec.particles,
-           "field": asdict(spec.field), "camera": asdict(spec.camera), "stages": stages}
+           "field": asdict(spec.field), "stages": stages,
+           # the training cameras decide the probe's occupancy; the held-out orbit (eval_*) does not
+           "camera": {k: v for k, v in asdict(spec.camera).items() if not k.startswith("eval_")}}
     return "mem:" + hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 

@@ -53,7 +53,7 @@ def fit_gate(spec, free_gb: float | None, force: bool) -> int | None:
         print(f"vsdream: --free-gb {free_gb}: a number of GB above 0", file=sys.stderr)
         return 2
     try:
-        check = fit_check(spec, free_gb=free_gb)
+        check = fit_check(spec, free_gb=free_gb, suggest=not force)  # forced: no time spent on alternatives
     except DeviceUnavailable:
         return None  # the run says which device is missing, with its hint, as before
     for line in check.lines():

@@ -72,8 +72,14 @@ def test_the_cli_refuses_a_job_that_cannot_fit_unless_forced(spec, cache, tmp_pa
     out = capsys.readouterr()
     assert "does NOT fit" in out.out and "--particles 1" in out.err and "--force" in out.err
     assert "Traceback" not in out.err and not (tmp_path / "refused").exists()
+    # the suggested setting, still below its own estimate, forced (1 step, 1 held-out view: a short run)
+    small = fit_check(make_spec("cpu-smoke", {**SMALL, "particles": 1}), free_gb=1000.0, cache_path=cache,
+                      time_estimate=False).peak_gb
+    args = [*args, "--particles", "1", "--set", "nerf.steps=1", "--set", "camera.eval_views=1",
+            "--free-gb", f"{small - 0.001}"]
     assert main([*args, "--force", "--out", str(tmp_path / "forced")]) == 0
-    assert (tmp_path / "forced" / "spec.json").is_file() and "--force" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert (tmp_path / "forced" / "result").is_dir() and "starting although" in out
 
 
 def _merge(base: dict, over: dict) -> dict:
