@@ -209,15 +209,34 @@ def test_text_priors_run_with_guidance_and_at_their_native_size(preset, mode):
 def test_stage_1_has_an_opacity_term_that_switches_on(preset, mode):
     """Objects: the opacity term (threestudio's lambda_opaque) is on for at least the last 40 % of
     stage 1; scenes: the z-variance term gathers each ray's weight to one surface (threestudio's scene
-    setting, which has no opacity term: a room's rays all hit)."""
-    spec = preset_spec(preset, mode)
-    nerf = spec.nerf
+    setting, which has no opacity term: a room's rays all hit). cpu-smoke is the analytic prior's test
+    preset: its quality tests and benches are tuned without the term, and it is kept off there until
+    they are re-measured with it (the closing note of issue 21 says so)."""
+    nerf = preset_spec(preset, mode).nerf
     if mode == "text scene":
         assert nerf.lambda_z_variance > 0
+        return
+    if preset in ANALYTIC_PRESETS:
+        assert nerf.lambda_opaque == 0.0
         return
     assert nerf.lambda_opaque > 0 and nerf.opaque_ramp[1] <= 0.6 * nerf.steps, (preset, nerf.opaque_ramp)
     from engine.stages.nerf import opaque_weight
     assert opaque_weight(nerf, nerf.steps - 1) == nerf.lambda_opaque
+    assert opaque_weight(nerf, nerf.opaque_ramp[0] - 1) == 0.0  # off while the shape forms
+
+
+def test_the_opacity_term_follows_its_ramp_in_the_stage_1_loss():
+    """0 before the ramp, linear along it, full after; applied as BCE(opacity, opacity) per ray."""
+    from engine.render import RenderOutput
+    from engine.spec import StageSpec
+    from engine.stages.nerf import NerfStage
+    cfg = StageSpec(lambda_opaque=100.0, opaque_ramp=(10, 20), lambda_sparsity=0.0)
+    half = torch.full((1, 2, 2, 1), 0.5)
+    out = RenderOutput(torch.zeros(1, 2, 2, 3), half, torch.zeros_like(half), None, None)
+    stage = NerfStage.__new__(NerfStage)  # the loss reads only its stage settings
+    stage.cfg = cfg
+    got = [float(stage._regularisers(out, step)) for step in (0, 9, 15, 20, 400)]
+    assert got == pytest.approx([0.0, 0.0, 50 * math.log(2), 100 * math.log(2), 100 * math.log(2)])
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
