@@ -7,6 +7,7 @@ import sys
 # sub-command -> "module:function"; the function takes the remaining argv and returns an exit code
 COMMANDS: dict[str, str] = {
     "run": "engine.run_cli:main",
+    "fit": "engine.fit_cli:main",
     "retexture": "engine.retexture_cli:main",
     "export": "engine.export_cli:main",
     "serve": "server.__main__:main",
@@ -28,6 +29,7 @@ USAGE = """usage: vsdream <command> [options]
 
 commands:
   run        run a job (all stages of a preset) into an output folder
+  fit        will a job fit this device: estimated peak memory and time, settings that fit
   retexture  re-texture an existing mesh with a prompt
   export     re-export meshes from a run folder's checkpoint
   serve      start the engine server (same as python -m server)

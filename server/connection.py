@@ -64,6 +64,7 @@ class Connection:
         self.authed = False
         self.closing = False
         self.linger = False  # set on a fatal error: discard unread input before closing (see _linger)
+        self._estimates: set[asyncio.Task[None]] = set()  # running estimate replies (held: tasks are weak)
         self.peer = writer.get_extra_info("peername")
         writer.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
 
@@ -312,6 +313,27 @@ class Connection:
 
     async def _on_ping(self, frame: P.Frame) -> None:
         self.deliver(P.reply("pong", frame, nonce=frame.get("nonce"), time=time.time()))
+
+    async def _on_estimate(self, frame: P.Frame) -> None:
+        """The fit check runs in a child for up to minutes: answered from its own task, so this
+        connection's other requests go on meanwhile."""
+        from .estimate import run_estimate
+        from .manager import build_spec
+        spec = build_spec(frame.header, None)
+
+        async def answer() -> None:
+            try:
+                result = await run_estimate(spec, frame.get("free_gb"))
+                self.deliver(P.reply("estimate", frame, **result))
+            except P.ProtocolError as exc:
+                self.deliver(exc.to_frame(frame.get("id")))
+            except Exception as exc:  # noqa: BLE001 - a server bug answers this request only
+                log.exception("estimate failed")
+                self.deliver(P.error("internal", f"{type(exc).__name__}: {exc}"[:500], re_id=frame.get("id")))
+
+        task = asyncio.get_running_loop().create_task(answer())
+        self._estimates.add(task)
+        task.add_done_callback(self._estimates.discard)
 
     async def _on_list_jobs(self, frame: P.Frame) -> None:
         page = self.jobs.job_page(frame.get("offset", 0), frame.get("limit"))

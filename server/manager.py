@@ -124,7 +124,7 @@ class JobManager:
         root = self.runs_dir / job_id
         uploaded = bool(mesh) or mesh_file is not None
         mesh_path = root / "input" / _safe_name(header.get("mesh_name", "mesh.glb")) if uploaded else None
-        spec = _build_spec(header, mesh_path)
+        spec = build_spec(header, mesh_path)
         problems = self.path_policy.check(spec, root)
         if problems:
             raise ProtocolError("invalid_spec", "the job spec names files this server does not serve: "
@@ -451,7 +451,7 @@ def _join_all(workers: list[WorkerHandle], timeout: float = 10.0) -> None:
             w.process.join(timeout)
 
 
-def _build_spec(header: dict[str, Any], mesh_path: Path | None) -> Any:
+def build_spec(header: dict[str, Any], mesh_path: Path | None) -> Any:
     """JobSpec from a submit message (preset + overrides, or a full spec); invalid_spec lists every bad field."""
     from engine.presets import make_spec
     from engine.spec import JobSpec, SpecError

@@ -87,3 +87,38 @@ def _merge(base: dict, over: dict) -> dict:
     for k, v in over.items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+def test_vsdream_fit_answers_the_check_as_json(spec, cache, tmp_path, monkeypatch, capsys):
+    """The seam the server's estimate request and the add-on use: a spec file in, the FitCheck out."""
+    import json
+
+    from engine.cli import main
+    monkeypatch.setenv("VSDREAM_CACHE_DIR", str(cache.parent))
+    assert main(["fit", "--preset", "cpu-smoke", "--json"]) == 0
+    analytic = json.loads(capsys.readouterr().out)
+    assert analytic["peak_gb"] is None and "no GPU model to estimate" in analytic["memory_model"]
+    path = tmp_path / "spec.json"
+    path.write_text(spec.to_json(), encoding="utf-8")
+    peak = fit_check(spec, free_gb=1000.0, cache_path=cache, time_estimate=False).peak_gb
+    assert main(["fit", "--spec", str(path), "--free-gb", f"{peak - 0.001}", "--no-time", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["fits"] is False and answer["peak_gb"] == peak and answer["device"]["free_gb"] == peak - 0.001
+    assert [s["overrides"] for s in answer["suggestions"]][0] == {"particles": 1}
+
+
+def test_the_server_answers_an_estimate_request(spec, cache, tmp_path):
+    """A real server subprocess: `estimate` runs the same check in a child (the server never imports torch)."""
+    from server import protocol as P
+    from server.launcher import ServerProcess
+    peak = fit_check(spec, free_gb=1000.0, cache_path=cache, time_estimate=False).peak_gb
+    with ServerProcess(tmp_path / "runs", "--device", "cpu", env={"VSDREAM_CACHE_DIR": str(cache.parent)}) as srv:
+        chan = srv.connect()
+        reply = P.raise_for_error(chan.request(P.make("estimate", preset="cpu-smoke")))
+        assert reply.type == "estimate" and "no GPU model to estimate" in reply["memory_model"]
+        assert "peak_gb" not in reply.header and reply["device"]["kind"] == "cpu"
+        reply = P.raise_for_error(chan.request(P.make("estimate", spec=spec.to_dict(), free_gb=peak - 0.001)))
+        assert reply["fits"] is False and reply["peak_gb"] == peak
+        assert reply["suggestions"][0]["overrides"] == {"particles": 1}
+        bad = chan.request(P.make("estimate", preset="cpu-smoke", overrides={"nerf": {"steps": -1}}))
+        assert bad.type == "error" and bad["code"] == "invalid_spec" and "nerf.steps" in bad["message"]

@@ -34,6 +34,7 @@ CLIENT_MESSAGES: dict[str, dict[str, str]] = {
     "detach": {"job_id": "str!"},
     "get_artifact": {"job_id": "str!", "name": "str!", "offset": "int", "length": "int"},
     "ping": {"nonce": "any"},
+    "estimate": {"spec": "obj", "preset": "str", "overrides": "obj", "free_gb": "num"},
     "shutdown": {},
 }
 _EVENT = {"job_id": "str!", "seq": "int!", "time": "num!"}
@@ -47,6 +48,9 @@ SERVER_MESSAGES: dict[str, dict[str, str]] = {
              "next_offset": "?int", "unreadable_total": "int"},
     "artifact_data": {"job_id": "str!", "name": "str!", "size": "int!", "offset": "int!", "sha256": "str!"},
     "pong": {"nonce": "any", "time": "num!"},
+    # engine/fit_check.FitCheck as JSON (null fields are left out)
+    "estimate": {"device": "obj!", "memory_model": "str!", "peak_gb": "?num", "stage_peaks_gb": "obj", "fits": "?bool",
+                 "seconds": "?num", "seconds_are_lower_bound": "bool", "time_note": "str", "suggestions": "list"},
     "ack": {"what": "str!", "job_id": "str", "state": "str"},
     "error": {"code": "str!", "message": "str!", "hint": "str", "problems": "list", "fatal": "bool!",
               "job_id": "str"},
@@ -146,6 +150,13 @@ def _client_rules(mtype: str, h: dict[str, Any]) -> list[dict[str, Any]]:
     if mtype == "list_jobs" and is_int(h.get("limit")) and not 1 <= h["limit"] <= LIST_PAGE_MAX:
         out.append(problem("limit", h["limit"], f"an integer in [1, {LIST_PAGE_MAX}] (jobs per page)"))
     has_payload = is_int(h.get("payload_bytes")) and h["payload_bytes"] > 0
+    if mtype == "estimate":
+        if ("spec" in h) == ("preset" in h):
+            out.append(problem("spec", h.get("spec"), "exactly one of spec (a full JobSpec) or preset"))
+        if "overrides" in h and "preset" not in h:
+            out.append(problem("overrides", h["overrides"], "only together with preset"))
+        if isinstance(h.get("free_gb"), (int, float)) and not 0 < h["free_gb"] <= 1e6:
+            out.append(problem("free_gb", h["free_gb"], "a number of GB in (0, 1000000]"))
     if mtype == "submit":
         if ("spec" in h) == ("preset" in h):
             out.append(problem("spec", h.get("spec"), "exactly one of spec (a full JobSpec) or preset"))
