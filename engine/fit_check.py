@@ -46,13 +46,15 @@ class DeviceInfo:
 
 @dataclass
 class Suggestion:
-    """A setting that fits, verified with the same estimator: `overrides` applied to the job's spec
-    (what a one-click fix sends), `cli` the same as `vsdream run` arguments."""
+    """A setting that fits, verified with the same estimator: `preset` (when not None) rebuilt with the
+    job's prompt, seed, particles and prior, then `overrides` applied (what a one-click fix sends);
+    `cli` the same as `vsdream run` arguments."""
 
     label: str
     overrides: dict[str, Any]
     cli: str
     peak_gb: float
+    preset: str | None = None
 
 
 @dataclass
@@ -336,6 +338,11 @@ def _fits(spec: JobSpec, free: float, factor: float, reserve: float, model: str,
     return round(peak, 2) if peak <= free else None
 
 
+def apply_suggestion(spec: JobSpec, suggestion: Suggestion) -> JobSpec:
+    """The job as the suggestion changes it (the one-click fix)."""
+    return _with(_with(spec, {}, suggestion.preset) if suggestion.preset else spec, suggestion.overrides)
+
+
 def _with(spec: JobSpec, overrides: dict[str, Any], preset: str | None = None) -> JobSpec:
     from .presets import _deep_merge, make_spec
     if preset is None:
@@ -355,7 +362,7 @@ def suggestions(spec: JobSpec, free: float, factor: float, reserve: float, model
         low = _with(spec, {}, "low-vram")
         peak = _fits(low, free, factor, reserve, model, cache)
         if peak is not None:
-            out.append(Suggestion("the low-vram preset", {"preset": "low-vram"}, "--preset low-vram", peak))
+            out.append(Suggestion("the low-vram preset", {}, "--preset low-vram", peak, preset="low-vram"))
     for n in range(spec.particles - 1, 0, -1):
         peak = _fits(_with(spec, {"particles": n}), free, factor, reserve, model, cache)
         if peak is not None:

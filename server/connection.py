@@ -319,6 +319,8 @@ class Connection:
         connection's other requests go on meanwhile."""
         from .estimate import run_estimate
         from .manager import build_spec
+        if self._estimates:  # one at a time per connection: each is a child process with the engine in it
+            raise P.ProtocolError("busy", "an estimate is already running on this connection; wait for its reply")
         spec = build_spec(frame.header, None)
 
         async def answer() -> None:

@@ -32,9 +32,11 @@ async def run_estimate(spec: Any, free_gb: float | None, timeout_s: float = ESTI
         try:
             out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
         except TimeoutError:
-            proc.kill()
-            await proc.wait()
             raise ProtocolError("engine_error", f"the estimate took longer than {timeout_s:.0f} s") from None
+        finally:  # timed out, or cancelled (the server stopping): no child outlives its request
+            if proc.returncode is None:
+                proc.kill()
+                await asyncio.shield(proc.wait())
     if proc.returncode != 0:
         why = (err.decode("utf-8", "replace").strip().splitlines() or ["no message"])[-1]
         raise ProtocolError("invalid_spec", f"the fit check failed: {why}"[:2000])

@@ -117,8 +117,8 @@ def message(rng: random.Random, mtype: str, id_: int) -> dict[str, Any]:
         h[_str(rng)] = value(rng)
     if rng.random() < 0.08:
         h["id"] = value(rng)
-    if mtype == "shutdown" or (mtype in ("submit", "resume") and rng.random() < 0.5):
-        h["zz_not_a_field"] = 1  # never stop the server; most submits must not start jobs
+    if mtype in ("shutdown", "estimate") or (mtype in ("submit", "resume") and rng.random() < 0.5):
+        h["zz_not_a_field"] = 1  # never stop the server or start an estimate's engine child; most submits no job
     return h
 
 

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch  # noqa: F401 - imported here, so the timings below measure the check, not torch's import
 
-from engine.fit_check import fit_check, memory_model
+from engine.fit_check import apply_suggestion, fit_check, memory_model
 from engine.presets import make_spec
 
 # stage 1 only, 2 particles at 128²: three estimates (2 particles, 1 particle, 64²) cover every claim
@@ -48,7 +48,8 @@ def test_a_job_that_does_not_fit_is_refused_with_settings_that_fit(spec, cache):
     labels = [s.label for s in check.suggestions]
     assert labels == ["1 particle", "final resolution 64²"], labels
     for s in check.suggestions:  # each suggestion, applied to the spec, fits by the same estimator
-        fixed = make_spec("cpu-smoke", _merge(SMALL, s.overrides))
+        fixed = apply_suggestion(spec, s)
+        assert s.preset is None and fixed.to_dict() == make_spec("cpu-smoke", _merge(SMALL, s.overrides)).to_dict()
         verdict = fit_check(fixed, free_gb=tight, cache_path=cache, time_estimate=False)
         assert verdict.fits is True and verdict.peak_gb == s.peak_gb < tight
     assert cache.is_file()
