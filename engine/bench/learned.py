@@ -39,8 +39,8 @@ EVAL_RES = 64  # the model's native size: finer detail than mini-SD knows cannot
 def scaled_fast(scale: float, native: int = EVAL_RES, field: str = "cpu") -> dict[str, Any]:
     """Overrides that keep the shipped `fast` preset and scale only its step counts (and cap its
     resolutions at the prior's native size); read from the preset when called."""
-    from ..presets import make_spec
-    fast = make_spec("fast").to_dict()
+    from ..presets import PRESETS
+    fast = PRESETS["fast"]().to_dict()  # the shipped preset as it is now (it has no prompt of its own)
     over: dict[str, Any] = {}
 
     def steps(n: int) -> int:
@@ -53,7 +53,7 @@ def scaled_fast(scale: float, native: int = EVAL_RES, field: str = "cpu") -> dic
                                               for a, r in s["resolution_schedule"]],
                       "preview_every": 10**6, "preview_interval_s": 0.0, "checkpoint_every": 10**6}
     if field == "cpu":
-        over["field"] = {k: v for k, v in make_spec("cpu-smoke").to_dict()["field"].items()
+        over["field"] = {k: v for k, v in PRESETS["cpu-smoke"]().to_dict()["field"].items()
                          if k in ("levels", "features_per_level", "log2_table_size", "base_resolution", "growth",
                                   "hidden")}
     return over

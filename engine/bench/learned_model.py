@@ -35,7 +35,8 @@ def load_mini_sd(device: str = "cpu", folder: str | None = None):
     from ..presets import make_spec
     from ..priors.registry import load_prior
     prior = f"sd:{folder}" if folder else "mini-sd"
-    spec = make_spec("fast", {"prior": prior, "prompt": CAPTIONS["marker"], "device": device})
+    # sampling never uses ε_φ: 'shared' skips loading its base
+    spec = make_spec("fast", {"prior": prior, "prompt": CAPTIONS["marker"], "device": device, "phi_model": "shared"})
     return load_prior(spec, torch.device(device))
 
 
