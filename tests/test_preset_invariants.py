@@ -250,6 +250,40 @@ def test_stage_3_keeps_inherited_colours_and_paints_fresh_ones(preset, tmp_path)
     assert preset_spec(preset, "retexture", texture={"t_max": 0.6}).texture.t_max == 0.6  # the artist's value wins
 
 
+class _Room:
+    """σ = 500 beyond 3 m from the centre: the walls of a room the scene cameras stand in."""
+
+    def density(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x.norm(dim=-1) > 3.0, torch.full_like(x[:, 0], 500.0), torch.zeros_like(x[:, 0]))
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.density(x), torch.full_like(x, 0.5)
+
+
+# threestudio's step (1.732 · 2 · radius / 512 samples): 0.0068 for an object, 0.034 for a radius-5 scene
+THREESTUDIO_STEP = {"text object": 0.0068, "text scene": 0.034}
+
+
+@pytest.mark.parametrize("mode", ["text object", "text scene"])
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_stage_1_samples_surfaces_as_finely_as_the_references(preset, mode):
+    """Where the rendered weight is (Σ w·δ / Σ w on a hard surface: the blob-sized ball for objects,
+    a room's walls for scenes), a text preset's stage 1 steps no coarser than threestudio's 512
+    samples: its importance samples put the steps there (the uniform bins alone: 0.021 / 0.10)."""
+    from engine.render.speed import HardBall, weighted_step
+    spec = preset_spec(preset, mode)
+    if preset in ANALYTIC_PRESETS:  # the analytic test preset keeps its uniform bins: the CPU tests' speed
+        assert spec.nerf.importance_samples == 0
+        return
+    nerf = spec.nerf
+    cams = held_out_sample(CameraSampler(spec.camera), views=8, resolution=12)
+    subject = HardBall() if mode == "text object" else _Room()
+    step = weighted_step(subject, cams, nerf.samples_per_ray, spec.field.radius, None, nerf.importance_samples,
+                         gen=torch.Generator().manual_seed(0))
+    print(preset, mode, f"weighted step {step:.5f} (threestudio {THREESTUDIO_STEP[mode]})")
+    assert step <= THREESTUDIO_STEP[mode], (preset, mode, step)
+
+
 def test_every_stage_is_checked_here():
     """The invariants above name the stages they read; a new stage must be added to them."""
     assert [e.name for e in STAGES] == ["nerf", "geometry", "texture"]
