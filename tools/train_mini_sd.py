@@ -37,20 +37,14 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# scene -> caption; the three colour variants share one caption (diversity is measurable on it).
+# One table, read by the model check and `bench learned` as well.
+from engine.bench.learned_model import CAPTIONS  # noqa: E402
 from engine.cameras import CameraSampler  # noqa: E402
 from engine.diffusion import NoiseSchedule  # noqa: E402
 from engine.priors.scenes import builtin_scene  # noqa: E402
 from engine.spec import CameraSpec  # noqa: E402
 
-# scene -> caption; the three colour variants share one caption (diversity is measurable on it)
-CAPTIONS = {
-    "marker": "an orange toy robot",
-    "marker-red": "a toy robot",
-    "marker-green": "a toy robot",
-    "marker-blue": "a toy robot",
-    "snowman": "a snowman",
-    "table": "a wooden table with fruit",
-}
 SIZE = 64  # native image side; latents are 16² (VAE downsamples 4×)
 EMPTY_CAPTION_RATE = 0.1  # SD-style caption dropout for classifier-free guidance
 WHITE_BACKGROUND_RATE = 0.8  # the rest on a random solid colour (the field's random_half backdrop)

@@ -100,12 +100,11 @@ def trivial_bars(scene: str, cams, ref: torch.Tensor, wrong: str) -> dict[str, f
             f"wrong_variant_{wrong}": round(psnr(reference(wrong, cams), ref), 2)}
 
 
-def stage1_figures(method: str, base: dict[str, Any], seed: int = 0) -> dict[str, Any]:
-    """Stage 1 on "an orange toy robot" (the marker world): PSNR vs the reference and the bars."""
+def _trained_stage1(over: dict[str, Any]) -> tuple[Any, Any, float, Any, list[torch.Tensor]]:
+    """Stage 1 of the spec `over` run to the end in a scratch folder: the stage, its context, the
+    seconds it took, the held-out orbit and each particle's renders of it."""
     from ..stage_loop import run_stage
     from ..stages.nerf import NerfStage
-    over = _merge(base, {"prior": "mini-sd", "prompt": CAPTIONS["marker"], "seed": seed,
-                         "nerf": {"method": method}})
     with tempfile.TemporaryDirectory() as tmp:
         ctx = _context(Path(tmp), over)
         stage = NerfStage(ctx)
@@ -114,7 +113,15 @@ def stage1_figures(method: str, base: dict[str, Any], seed: int = 0) -> dict[str
         seconds = time.perf_counter() - t0
         cams = stage.sampler.held_out_orbit(EVAL_RES)
         with torch.no_grad():
-            rgb = stage.render_views(cams).rgb.cpu()
+            renders = [stage.render_views(cams, particle=i).rgb.cpu() for i in range(len(stage.particles))]
+    return stage, ctx, seconds, cams, renders
+
+
+def stage1_figures(method: str, base: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+    """Stage 1 on "an orange toy robot" (the marker world): PSNR vs the reference and the bars."""
+    over = _merge(base, {"prior": "mini-sd", "prompt": CAPTIONS["marker"], "seed": seed,
+                         "nerf": {"method": method}})
+    stage, ctx, seconds, cams, (rgb,) = _trained_stage1(over)
     ref = reference("marker", cams)
     fg = (ref - 1).abs().amax(-1) > 0.02
     front, back = marker_visible(rgb[:1]), marker_visible(rgb[cams.batch // 2:cams.batch // 2 + 1])
@@ -130,25 +137,15 @@ def stage1_figures(method: str, base: dict[str, Any], seed: int = 0) -> dict[str
 
 def diversity_figures(method: str, base: dict[str, Any], particles: int = 4) -> dict[str, Any]:
     """`particles` particles on the caption shared by the three colour variants: nearest variant each."""
-    from ..stage_loop import run_stage
-    from ..stages.nerf import NerfStage
     over = _merge(base, {"prior": "mini-sd", "prompt": CAPTIONS["marker-red"], "particles": particles,
                          "nerf": {"method": method}})
-    with tempfile.TemporaryDirectory() as tmp:
-        ctx = _context(Path(tmp), over)
-        stage = NerfStage(ctx)
-        t0 = time.perf_counter()
-        run_stage(ctx, stage)
-        seconds = time.perf_counter() - t0
-        cams = stage.sampler.held_out_orbit(EVAL_RES)
-        refs = {v: reference(v, cams) for v in VARIANTS}
-        out = []
-        with torch.no_grad():
-            for i in range(particles):
-                rgb = stage.render_views(cams, particle=i).rgb.cpu()
-                scores = {v: psnr(rgb, r) for v, r in refs.items()}
-                best = max(scores, key=scores.__getitem__)
-                out.append({"particle": i, "variant": best, "psnr_db": round(scores[best], 2)})
+    stage, _, seconds, cams, renders = _trained_stage1(over)
+    refs = {v: reference(v, cams) for v in VARIANTS}
+    out = []
+    for i, rgb in enumerate(renders):
+        scores = {v: psnr(rgb, r) for v, r in refs.items()}
+        best = max(scores, key=scores.__getitem__)
+        out.append({"particle": i, "variant": best, "psnr_db": round(scores[best], 2)})
     return {"method": method, "steps": stage.total, "seconds": round(seconds, 1), "particles": out,
             "distinct_variants": len({o["variant"] for o in out})}
 
