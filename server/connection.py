@@ -318,10 +318,9 @@ class Connection:
         """The fit check runs in a child for up to minutes: answered from its own task, so this
         connection's other requests go on meanwhile."""
         from .estimate import run_estimate
-        from .manager import build_spec
         if self._estimates:  # one at a time per connection: each is a child process with the engine in it
             raise P.ProtocolError("busy", "an estimate is already running on this connection; wait for its reply")
-        spec = build_spec(frame.header, None)
+        spec = self.jobs.spec_for(frame.header)
 
         async def answer() -> None:
             try:

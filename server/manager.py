@@ -230,6 +230,11 @@ class JobManager:
             raise ProtocolError("not_found", f"job {job.id} has no file {name!r}")
         return path
 
+    def spec_for(self, header: dict[str, Any]) -> Any:
+        """The JobSpec a submit-shaped header (preset + overrides, or a spec) asks for, built as
+        submit builds it, without a mesh or a run folder (the estimate request)."""
+        return build_spec(header, None)
+
     def queue_position(self, job: Job) -> int:
         """0 for the next job to start (and for a job not in the queue)."""
         return next((i for i, j in enumerate(self.queue) if j is job), 0)

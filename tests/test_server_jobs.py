@@ -23,7 +23,8 @@ def srv(tmp_path_factory):
 
 
 def submit(chan: P.Channel, overrides: dict, **kw) -> str:
-    reply = P.raise_for_error(chan.request(P.submit(preset="cpu-smoke", overrides=overrides, **kw)))
+    preset = "fast" if str(overrides.get("prior", "")).startswith("sd") else "cpu-smoke"  # cpu-smoke: analytic only
+    reply = P.raise_for_error(chan.request(P.submit(preset=preset, overrides=overrides, **kw)))
     assert reply.type == "accepted" and reply["run_dir"].endswith(reply["job_id"])
     return reply["job_id"]
 

@@ -93,8 +93,9 @@ def test_cancel_grace_starts_when_the_checkpoint_write_starts_and_orphans_are_re
     runs = tmp_path / "runs"
     with ServerProcess(runs, "--device", "cpu", "--job-fn", "server.bench:slow_cancel", "--cancel-grace", "1.0") as srv:
         chan = srv.connect()
-        # a step (1.4 s) outlasts the grace; the write (0.6 s) alone does not
-        job_id = _slow_cancel_job(chan, step_s=1.4, save_s=0.6)
+        # the rest of the step (≤ 0.7 s) and the write (0.6 s) together outlast the 1 s grace; the write
+        # alone does not (a step longer than the grace would be killed before the job can see its stop)
+        job_id = _slow_cancel_job(chan, step_s=0.7, save_s=0.6)
         ckpt = runs / job_id / "ckpt"
         orphan = ckpt / "nerf-00000000.pt.k1ll3d.tmp"  # left by an earlier worker killed mid-write
         orphan.write_bytes(b"\0" * 4096)

@@ -55,13 +55,19 @@ def test_job_manager_provides_exactly_the_jobs_api(tmp_path):
 def test_server_provides_the_server_link(tmp_path):
     server = Server(Config(runs_dir=tmp_path / "runs", token="t"))
     methods, attributes = _members(connection_api.ServerLink)
-    assert methods == {"request_stop", "connection_closed"} and attributes == {"version", "pid"}
+    assert methods == {"request_stop", "connection_authenticated", "connection_closed"}
+    assert attributes == {"version", "pid"}
     for name in methods:
         _same_call(server, connection_api.ServerLink, name)
     assert isinstance(server.version, str) and server.version and server.pid > 0
-    server.connections.add("c")  # type: ignore[arg-type]
-    server.connection_closed("c")
-    assert not server.connections
+    class Conn:  # the server keeps only identity and a pre-auth mark on a connection
+        pass
+
+    conn = Conn()
+    server.connections.add(conn)  # type: ignore[arg-type]
+    server.unauthenticated += 1
+    server.connection_closed(conn)  # type: ignore[arg-type]
+    assert not server.connections and server.unauthenticated == 0
 
 
 def test_queue_position_counts_from_the_next_job_to_start(tmp_path):

@@ -67,7 +67,10 @@ def _assert_marker_front_and_arm_plus_x(stage: NerfStage) -> None:
         rgb = stage.render_views(cams).rgb
     marker, arm = _colour_mask(rgb, MARKER_COLOR), _colour_mask(rgb, ARM_COLOR)
     front, back = int(marker[0].sum()), int(marker[1].sum())
-    assert front > 25 and front > 4 * back, f"front marker pixels: {front} seen from −Y, {back} from +Y"
+    # one jitter offset per ray (threestudio's and nerfacc's stratified sampling) shifted the random
+    # stream: the 150-step run shows 23 marker pixels from the front and 0 from behind (was > 25); a
+    # mirrored field shows them from behind and fails the ratio, a field without the marker the count
+    assert front > 20 and front > 4 * back, f"front marker pixels: {front} seen from −Y, {back} from +Y"
     cols = torch.arange(res, dtype=torch.float32)
     arm_x = [float((arm[i] * cols).sum() / arm[i].sum().clamp_min(1)) for i in range(n)]
     assert arm[0].sum() > 10 and arm_x[0] > res * 0.6, f"arm at column {arm_x[0]:.1f} of {res} from the front"
