@@ -10,19 +10,19 @@ coordinates (its colour field is inherited from stage 1 in text mode) and scale 
 
 The fit is on vertex projections over a fixed sample of the preset's own training views: the largest
 subject scale at which its silhouette reaches the image border in at most `TOUCH_FRACTION` of them.
-Measuring the result (silhouette coverage with the rasteriser) is the tests' job, not this module's.
+Measuring the result (silhouette coverage with the rasteriser) is the tests' job, not this module's
+(tests/test_preset_invariants.py).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .cameras import Cameras, CameraSampler
+from .cameras import Cameras, CameraSampler, concat_cameras
 from .spec import CameraSpec, JobSpec
 
 # 5 % of views may touch the border: the invariant tests allow 10 %, and a view where a corner of the
@@ -39,7 +39,6 @@ def training_views(camera: CameraSpec, views: int = FRAMING_VIEWS, resolution: i
     stage's sampler draws them, so the stratified azimuths cover the circle)."""
     gen = torch.Generator().manual_seed(seed)
     sampler = CameraSampler(camera)
-    from .cameras import concat_cameras
     return concat_cameras([sampler.sample(8, resolution, gen) for _ in range(math.ceil(views / 8))])
 
 
@@ -72,18 +71,12 @@ def touch_scales(points: np.ndarray, cams: Cameras) -> np.ndarray:
     return limit[:, 0].numpy()
 
 
-def touch_fraction(points: np.ndarray, cams: Cameras, scale: float = 1.0) -> float:
-    """Fraction of `cams` in which the subject scaled by `scale` reaches the border."""
-    return float(np.mean(touch_scales(points, cams) <= scale))
-
-
 def fit_scale(points: np.ndarray, camera: CameraSpec, touch: float = TOUCH_FRACTION) -> float:
     """The largest factor the subject may be scaled by (about the origin, where the cameras look)
     so that it reaches the border in at most `touch` of the training views."""
-    pts = _subsample(points)
-    if not float(np.linalg.norm(pts, axis=1).max()) > 0:
+    if not float(np.abs(np.asarray(points)).max(initial=0.0)) > 0:
         raise ValueError("the subject has no extent")
-    limits = np.sort(touch_scales(pts, training_views(camera)))
+    limits = np.sort(touch_scales(points, training_views(camera)))
     allowed = int(math.floor(touch * len(limits)))  # this many views may touch
     return float(limits[min(allowed, len(limits) - 1)]) * (1.0 - 1e-9)
 
@@ -94,11 +87,6 @@ def scaled_camera(camera: CameraSpec, factor: float) -> CameraSpec:
     return dataclasses.replace(camera, distance=(lo * factor, hi * factor), eval_distance=camera.eval_distance * factor)
 
 
-def camera_factor(points: np.ndarray, camera: CameraSpec) -> float:
-    """The factor on camera distances that frames the subject as `fit_scale` would size it."""
-    return 1.0 / fit_scale(points, camera)
-
-
 def mesh_stage_factor(spec: JobSpec, meshes: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
     """The camera-distance factor a mesh stage trains with: the meshes (all particles together)
     framed by the job's cameras; 1 for a scene, whose cameras stand inside it, or for no surface."""
@@ -107,36 +95,5 @@ def mesh_stage_factor(spec: JobSpec, meshes: Sequence[tuple[torch.Tensor, torch.
     parts = [v.detach().float().cpu() for v, f in meshes if f.shape[0] > 0]
     if not parts:
         return 1.0
-    return camera_factor(torch.cat(parts).numpy(), spec.camera)
-
-
-@dataclass
-class FramingFigures:
-    """How a subject sits in a set of views, measured on its rasterised silhouette."""
-
-    touching: float  # fraction of views whose silhouette reaches the image border
-    coverage: float  # mean fraction of the frame the silhouette covers
-    coverage_min: float
-    coverage_max: float
-
-    def as_dict(self) -> dict[str, float]:
-        return {k: round(v, 4) for k, v in dataclasses.asdict(self).items()}
-
-
-def silhouette_figures(vertices: torch.Tensor, faces: torch.Tensor, cams: Cameras, chunk: int = 32) -> FramingFigures:
-    """Touching and coverage of a mesh's silhouette over `cams`, with the engine's rasteriser (the
-    border is the outermost ring of pixels)."""
-    from .mesh.raster import make_rasterizer
-    from .mesh.render import clip_positions
-    raster = make_rasterizer("cpu", prefer="torch")
-    touching, coverage = [], []
-    for start in range(0, cams.batch, chunk):
-        part = cams.index(slice(start, start + chunk))
-        rast = raster.rasterize(clip_positions(vertices.float(), part), faces.long(), (part.height, part.width))
-        covered = rast[..., 3] > 0
-        ring = covered.clone()
-        ring[:, 1:-1, 1:-1] = False
-        touching.append(ring.flatten(1).any(dim=1))
-        coverage.append(covered.flatten(1).float().mean(dim=1))
-    t, c = torch.cat(touching).float(), torch.cat(coverage)
-    return FramingFigures(float(t.mean()), float(c.mean()), float(c.min()), float(c.max()))
+    # scaling every camera distance by 1/k frames the subject as scaling it by k would
+    return 1.0 / fit_scale(torch.cat(parts).numpy(), spec.camera)

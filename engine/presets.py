@@ -13,16 +13,9 @@ from .spec import CameraSpec, ExportSpec, FieldSpec, JobSpec, StageSpec
 
 def paper() -> JobSpec:
     """The ProlificDreamer settings: 25k/15k/30k steps, 64²→512² at step 5k, Stable Diffusion."""
-    spec = JobSpec(preset="paper", prior="sd", nerf=StageSpec(
-        lambda_sparsity=10.0, preview_every=200, checkpoint_every=1000,
-        # threestudio's prolificdreamer.yaml: lambda_opaque [10000, 0, 1000, 10001], i.e. 0 until step
-        # 10k of 25k, then 1000: once the shape has formed, every ray either hits or misses, so the
-        # density-threshold mesh of stage 2 is what the renders showed (no fog for stage 3 to inherit)
-        lambda_opaque=1000.0, opaque_ramp=(10000, 10001),
-        # the official code's 32 importance samples per ray on top of the bins (its 64 + 32): the step
-        # where the weight is falls from 0.021 to ≈ 0.002 on a hard surface (bench render), below
-        # threestudio's 512-sample 0.0068, without its occupancy-grid CUDA kernels
-        importance_samples=32))
+    spec = JobSpec(preset="paper", prior="sd", nerf=StageSpec(lambda_sparsity=10.0, preview_every=200,
+                                                             checkpoint_every=1000))
+    _reference_stage1(spec)
     # stage 3 in text mode starts from stage 1's colour field, so it never samples t above 0.5: the
     # official code inherits the colours and uses t ≤ 0.5 from step 0 (threestudio's 0.98 for the first
     # 5k steps is for a colour field trained from scratch, which re-texture mode is: engine/retexture_mode.py)
@@ -30,9 +23,15 @@ def paper() -> JobSpec:
     return spec
 
 
-def _opaque_from(spec: JobSpec, fraction: float = 0.4) -> None:
-    """The opacity term switched on at the same fraction of stage 1 as threestudio's 10k of 25k, and
-    paper's 32 importance samples (64 + 32 is exactly the official code's sampling)."""
+def _reference_stage1(spec: JobSpec, fraction: float = 0.4) -> None:
+    """What stage 1 of every SD preset takes from the references, scaled to its length.
+
+    Opacity: threestudio's prolificdreamer.yaml `lambda_opaque [10000, 0, 1000, 10001]`, i.e. 0 until
+    step 10k of 25k (this `fraction`), then 1000: once the shape has formed every ray either hits or
+    misses, so the density-threshold mesh of stage 2 is what the renders showed (no fog for stage 3 to
+    inherit). Sampling: the official code's 32 importance samples per ray on top of the bins (its
+    64 + 32): the step where the weight is falls from 0.021 to ≈ 0.002 on a hard surface (bench
+    render), below threestudio's 512-sample 0.0068, without its occupancy-grid CUDA kernels."""
     start = int(round(spec.nerf.steps * fraction))
     spec.nerf.lambda_opaque, spec.nerf.opaque_ramp = 1000.0, (start, start + 1)
     spec.nerf.importance_samples = 32
@@ -44,7 +43,7 @@ def fast() -> JobSpec:
     spec.preset = "fast"
     spec.nerf = StageSpec(steps=4000, resolution_schedule=[[0, 64], [1500, 256]], anneal_step=1500,
                           samples_per_ray=64, lambda_sparsity=10.0, preview_every=100, checkpoint_every=500)
-    _opaque_from(spec)
+    _reference_stage1(spec)
     spec.geometry.steps, spec.geometry.resolution_schedule = 2000, [[0, 256]]
     spec.texture.steps, spec.texture.resolution_schedule = 3000, [[0, 256]]
     spec.texture.anneal_step = 1000  # re-texture's annealing step (text mode stays at t ≤ 0.5 throughout)
@@ -57,7 +56,7 @@ def preview() -> JobSpec:
     spec.preset = "preview"
     spec.nerf = StageSpec(steps=1500, resolution_schedule=[[0, 64]], anneal_step=800, samples_per_ray=64,
                           lambda_sparsity=10.0, preview_every=50, checkpoint_every=250)
-    _opaque_from(spec)
+    _reference_stage1(spec)
     spec.geometry.steps, spec.geometry.resolution_schedule = 300, [[0, 128]]
     spec.texture.steps, spec.texture.resolution_schedule = 500, [[0, 128]]
     spec.texture.anneal_step = 200

@@ -7,6 +7,7 @@ size, the opacity term, the ray step, the t range of stage 3, the memory budget.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -15,12 +16,43 @@ import torch
 import trimesh
 
 from engine.cameras import CameraSampler, concat_cameras
-from engine.framing import silhouette_figures
 from engine.presets import ANALYTIC_PRESETS, PRESETS, make_spec
 from engine.priors.registry import find_prior
 from engine.stage_table import STAGES, stages_for
 
 TEXT_PROMPT = {"prompt": "a ceramic owl"}
+
+
+@dataclasses.dataclass
+class FramingFigures:
+    """How a subject sits in a set of views, measured on its rasterised silhouette: independent of
+    the projection arithmetic engine/framing.py fits with."""
+
+    touching: float  # fraction of views whose silhouette reaches the image border
+    coverage: float  # mean fraction of the frame the silhouette covers
+    coverage_min: float
+    coverage_max: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in dataclasses.asdict(self).items()}
+
+
+def silhouette_figures(vertices: torch.Tensor, faces: torch.Tensor, cams, chunk: int = 32) -> FramingFigures:
+    """Touching (the outermost ring of pixels is covered) and coverage with the engine's rasteriser."""
+    from engine.mesh.raster import make_rasterizer
+    from engine.mesh.render import clip_positions
+    raster = make_rasterizer("cpu", prefer="torch")
+    touching, coverage = [], []
+    for start in range(0, cams.batch, chunk):
+        part = cams.index(slice(start, start + chunk))
+        rast = raster.rasterize(clip_positions(vertices.float(), part), faces.long(), (part.height, part.width))
+        covered = rast[..., 3] > 0
+        ring = covered.clone()
+        ring[:, 1:-1, 1:-1] = False
+        touching.append(ring.flatten(1).any(dim=1))
+        coverage.append(covered.flatten(1).float().mean(dim=1))
+    t, c = torch.cat(touching).float(), torch.cat(coverage)
+    return FramingFigures(float(t.mean()), float(c.mean()), float(c.min()), float(c.max()))
 MODES = ("text object", "text scene", "retexture")
 
 

@@ -60,10 +60,3 @@ def check_uvs(uvs: np.ndarray, faces: np.ndarray, size: int = CHECK_SIZE) -> UVR
     layout = UVLayout(np.arange(len(uvs)), faces[inside], uvs.astype(np.float32), "input")
     covered = float((uv_raster(layout, size, make_rasterizer("cpu", prefer="torch"))[..., 3] > 0).float().mean())
     return UVReport(outside, max(0.0, 1.0 - covered / in_area))
-
-
-def uv_report_for(mesh_uvs: np.ndarray | None, faces: np.ndarray) -> UVReport | None:
-    return None if mesh_uvs is None else check_uvs(mesh_uvs, faces)
-
-
-__all__ = ["UVReport", "check_uvs", "uv_report_for"]

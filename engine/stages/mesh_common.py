@@ -41,16 +41,17 @@ class MeshStage(HoldsPhi, Stage):
         self.prior = prior if prior is not None else ctx.prior()
         self.phi_trainer = None
 
-    def frame_subject(self, meshes: list[tuple[torch.Tensor, torch.Tensor]], saved: dict[str, Any] | None = None) -> None:
+    def frame_subject(self, meshes: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Scale this stage's camera distances so the meshes fill the frame as the preset's cameras
         allow (engine/framing.py): a user's mesh in re-texture mode, or the surface stage 1 grew,
-        whatever its size and aspect. Objects only: a scene's cameras stand inside it. A checkpoint's
-        factor wins, so a resumed stage trains from the same cameras."""
-        from ..framing import mesh_stage_factor, scaled_camera
-        if saved is not None and "camera_factor" in saved:
-            factor = float(saved["camera_factor"])
-        else:
-            factor = mesh_stage_factor(self.spec, meshes)
+        whatever its size and aspect. Objects only: a scene's cameras stand inside it."""
+        from ..framing import mesh_stage_factor
+        self._use_camera_factor(mesh_stage_factor(self.spec, meshes))
+
+    def _use_camera_factor(self, factor: float) -> None:
+        """Train from the job's cameras with every distance × `factor` (a checkpoint's factor is
+        applied here too, so a resumed stage trains from the same cameras)."""
+        from ..framing import scaled_camera
         if factor != self.camera_factor:
             self.ctx.log(f"{self.name}: camera distances × {factor:.3g} to frame the mesh "
                          f"(training {self.spec.camera.distance[0] * factor:.2f}–{self.spec.camera.distance[1] * factor:.2f})")
@@ -97,4 +98,4 @@ class MeshStage(HoldsPhi, Stage):
         super().load_phi_state(state)
         self.gen.set_state(state["gen"])
         if "camera_factor" in state:
-            self.frame_subject([], state)
+            self._use_camera_factor(float(state["camera_factor"]))
