@@ -181,6 +181,7 @@ def test_the_texture_stage_trains_and_resumes_with_the_framed_cameras(shapes_dir
     assert stage.camera_factor == pytest.approx(factor) and factor > 1.5  # a radius-1 mesh: cameras pulled back
     assert stage.sampler.spec == scaled_camera(spec.camera, factor)
     state = stage.state_dict()
+    assert state["camera_factor"] == pytest.approx(factor)  # the checkpoint keeps the cameras it trained with
     state["camera_factor"] = 3.0
     stage.load_state_dict(state)
     assert stage.sampler.spec.distance == pytest.approx((3.0 * spec.camera.distance[0], 3.0 * spec.camera.distance[1]))
